@@ -1,0 +1,214 @@
+"""Command line: `tfkd-search --space FILE` (the search) and the subcommands train/export/validate/report.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad input (a config, a flag, a path). Errors print one
+message without a traceback (`--debug` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ConfigError, TfkdError
+
+EPILOG = """examples:
+  tfkd-search --space search_spaces/quickstart.yaml              # CPU, digits, ~3 minutes
+  tfkd-search --space search_spaces/tfkd_reg.yaml --gpus 8        # 8 GPUs, packed trials
+  tfkd-search --space search_spaces/tfkd_reg.yaml --dry-run       # show the plan only
+  tfkd-search --space SPACE --resume --name NAME                  # continue an interrupted search
+  tfkd-search export tfkd_runs/NAME --top 3                       # best configs -> NAME/best/
+  tfkd-search train --config tfkd_runs/NAME/best/rank1.yaml --seeds 3 --gpus 3
+  mlflow ui --backend-store-uri sqlite:///$PWD/tfkd_runs/mlflow.db --host 127.0.0.1
+"""
+SUBCOMMANDS = ("train", "export", "validate", "report")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by its dotted path, e.g. --set loss.tau=20 "
+                        "(repeatable; values are YAML)")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+
+
+def _search_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tfkd-search", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search Teacher-free KD hyperparameters (tau, alpha, a) with Ray Tune, ASHA, "
+                    "Optuna and MLflow. Subcommands: train, export, validate, report "
+                    "(tfkd-search SUBCOMMAND --help).")
+    p.add_argument("--space", required=True, help="search-space YAML (see search_spaces/)")
+    p.add_argument("--gpus", type=float, default=0,
+                   help="GPUs the search may use (0 = CPU only); the space's resources.gpu says "
+                        "what share of one GPU a trial takes")
+    p.add_argument("--address", help="join an existing Ray cluster (auto or HOST:PORT); default: "
+                                     "start an embedded local Ray")
+    p.add_argument("--storage", default="./tfkd_runs",
+                   help="folder or s3:// / gs:// URI for results (default ./tfkd_runs)")
+    p.add_argument("--name", help="run name (default: the space's name); results in STORAGE/NAME")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite in --storage)")
+    p.add_argument("--data-dir", help="dataset folder (default ./data)")
+    p.add_argument("--download", action="store_true", help="download CIFAR if missing (network)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan; no Ray")
+    _common(p)
+    return p
+
+
+def _sub_parser(cmd: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"tfkd-search {cmd}")
+    if cmd == "train":
+        p.description = "Train one run config (e.g. an exported best/rank1.yaml), for one or more seeds."
+        p.add_argument("--config", required=True, help="run-config YAML")
+        p.add_argument("--seeds", type=int, help="number of seeds (default: the config's seeds)")
+        p.add_argument("--gpus", type=float, default=0, help="train seeds in parallel on N GPUs")
+        p.add_argument("--out", help="run folder (default STORAGE/train/NAME)")
+        p.add_argument("--storage", default="./tfkd_runs", help="default ./tfkd_runs")
+        p.add_argument("--resume", action="store_true", help="continue from the run's checkpoints")
+        p.add_argument("--data-dir", help="dataset folder (default ./data)")
+        p.add_argument("--download", action="store_true", help="download CIFAR if missing")
+        p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite in --storage)")
+        p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
+    elif cmd == "export":
+        p.description = "Write the top-k configs of a search to RUN_DIR/best/rank<k>.yaml."
+        p.add_argument("run_dir")
+        p.add_argument("--top", type=int, help="how many configs (default: the space's export.top_k)")
+    elif cmd == "validate":
+        p.description = "Check a search space (or run config with --config) and print the plan."
+        p.add_argument("space", nargs="?")
+        p.add_argument("--config", help="validate a run config instead")
+    elif cmd == "report":
+        p.description = "Write RUN_DIR/report/index.html with plots of a search."
+        p.add_argument("run_dir")
+    _common(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = argv[0] if argv and argv[0] in SUBCOMMANDS else "search"
+    parser = _sub_parser(cmd) if cmd != "search" else _search_parser()
+    args = parser.parse_args(argv[1:] if cmd != "search" else argv)
+    try:
+        return _dispatch(cmd, args)
+    except TfkdError as err:
+        if args.debug:
+            raise
+        print(f"tfkd-search: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 1)
+    except KeyboardInterrupt:
+        print("tfkd-search: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - last resort: one line, no traceback
+        if args.debug:
+            raise
+        print(f"tfkd-search: error: {type(err).__name__}: {err} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+def _printer(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _dispatch(cmd: str, args: argparse.Namespace) -> int:
+    from .config import parse_set
+
+    overrides = parse_set(args.overrides)
+    if cmd == "search":
+        return _search(args, overrides)
+    if cmd == "train":
+        return _train(args, overrides)
+    if cmd == "export":
+        from .export import export_best
+
+        for p in export_best(args.run_dir, top=args.top):
+            print(p)
+        return 0
+    if cmd == "validate":
+        return _validate(args, overrides)
+    if cmd == "report":
+        from .report import write_report
+
+        print(write_report(args.run_dir))
+        return 0
+    raise AssertionError(cmd)
+
+
+def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    from .spaces import describe, load_space
+
+    if args.gpus < 0:
+        raise ConfigError(f"--gpus {args.gpus:g}: must be 0 (CPU only) or more")
+    if args.data_dir:
+        overrides["base.data.data_dir"] = os.path.abspath(args.data_dir)
+    if args.download:
+        overrides["base.data.download"] = True
+    space = load_space(args.space, overrides)
+    if args.dry_run:
+        print(describe(space, gpus=args.gpus, cpus=os.cpu_count()))
+        print("dry run: nothing started")
+        return 0
+    from .search import run_search, shutdown
+
+    try:
+        run_search(space, gpus=args.gpus, address=args.address, storage=args.storage,
+                   name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
+                   printer=_printer)
+    finally:
+        shutdown()
+    return 0
+
+
+def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    from .config import load_run_config
+    from .runs import prepare_out, resolve_paths, seeds_for, train_seeds
+
+    if args.data_dir:
+        overrides["data.data_dir"] = os.path.abspath(args.data_dir)
+    if args.download:
+        overrides["data.download"] = True
+    cfg = resolve_paths(load_run_config(args.config, overrides))
+    seeds = seeds_for(cfg, args.seeds)
+    out = Path(args.out) if args.out else Path(args.storage) / "train" / cfg.name
+    prepare_out(out, seeds, args.resume)
+    tracker = None
+    if not args.no_mlflow:
+        from .tracking import Tracker, check_reachable, default_tracking_uri
+
+        uri = args.mlflow_uri or default_tracking_uri(args.storage)
+        check_reachable(uri)
+        Path(args.storage).mkdir(parents=True, exist_ok=True)
+        tracker = Tracker(uri, cfg.name.rsplit("-rank", 1)[0])
+    print(f"training {cfg.model} with {cfg.method} on {cfg.data.dataset}: "
+          f"{cfg.schedule.trained_epochs} epochs, seeds {seeds}; run folder {out}", flush=True)
+    results = train_seeds(cfg, seeds, out, resume=args.resume, gpus=args.gpus, tracker=tracker,
+                          printer=_printer)
+    if args.gpus:
+        from .search import shutdown
+
+        shutdown()
+    return 1 if all(r.status == "diverged" for r in results) else 0
+
+
+def _validate(args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    if args.config:
+        from .config import load_run_config
+
+        cfg = load_run_config(args.config, overrides)
+        print(f"{args.config}: valid run config ({cfg.method} on {cfg.data.dataset}, {cfg.model})")
+        return 0
+    if not args.space:
+        raise ConfigError("validate: pass a search-space file (or --config RUN.yaml)")
+    from .spaces import describe, load_space
+
+    space = load_space(args.space, overrides)
+    print(describe(space, cpus=os.cpu_count()))
+    print(f"{args.space}: valid")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

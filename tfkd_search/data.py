@@ -1,0 +1,665 @@
+"""Datasets and the device-resident batch pipeline.
+
+Every dataset is loaded once into uint8 tensors (N, C, H, W) on the CPU (`load_splits`), then moved to the
+training device in one piece by `Batches`, which cuts shuffled batches and applies the augmentation
+(random crop with zero padding, horizontal flip, rotation) vectorised on the device. There is no
+DataLoader and no per-sample Python work, so a small ResNet on CIFAR is not input-bound.
+
+Datasets:
+
+* ``cifar10`` / ``cifar100`` -- torchvision's pickled python version (``cifar-10-batches-py/``,
+  ``cifar-100-python/`` under ``--data-dir``); ``--download`` fetches it.
+* ``tiny-imagenet`` -- the CS231n ``tiny-imagenet-200/`` folder (no download; see `load_splits`). The
+  official ``val/`` split is our *test* split; validation is carved from ``train/``. Decoded JPEGs are
+  cached as ``.npz`` files inside the dataset folder.
+* ``digits`` -- scikit-learn's bundled 8x8 digits (no download, no ``--data-dir``).
+* ``synthetic`` -- a small deterministic, learnable, generated dataset for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError, DataError
+from .registry import did_you_mean
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DATASETS",
+    "Batches",
+    "DataSplits",
+    "DatasetInfo",
+    "dataset_info",
+    "load_splits",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Static dataset descriptions (no I/O)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the models and the batch pipeline need to know about a dataset, without loading it."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_padding: int  # default random-crop zero padding for training batches
+    flip: bool  # default random horizontal flip for training batches
+
+
+# The official Tf-KD code normalises CIFAR-10 with the CIFAR-100 statistics; we do the same so that
+# numbers are comparable with the paper's recipe.
+_CIFAR100_MEAN = (0.50708, 0.48655, 0.44092)
+_CIFAR100_STD = (0.26733, 0.25644, 0.27615)
+
+DATASETS: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo("cifar10", 10, 3, 32, _CIFAR100_MEAN, _CIFAR100_STD, 4, True),
+    "cifar100": DatasetInfo("cifar100", 100, 3, 32, _CIFAR100_MEAN, _CIFAR100_STD, 4, True),
+    "tiny-imagenet": DatasetInfo(
+        "tiny-imagenet", 200, 3, 64, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), 8, True
+    ),
+    # Measured on all 1797 images after the 0..16 -> 0..255 uint8 conversion done in `_load_digits`.
+    # No flip: mirrored digits are different symbols (or none).
+    "digits": DatasetInfo("digits", 10, 1, 8, (0.3053,), (0.3759,), 1, False),
+    # Measured on the default 1024 training images of `_make_synthetic`.
+    "synthetic": DatasetInfo(
+        "synthetic", 10, 3, 16, (0.4966, 0.5068, 0.5050), (0.2337, 0.2382, 0.2368), 2, True
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Static info of a dataset; ConfigError (with the closest name) for unknown names."""
+    try:
+        return DATASETS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown dataset {name!r}.{did_you_mean(str(name), DATASETS)} "
+            f"Available: {', '.join(sorted(DATASETS))}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataSplits:
+    """uint8 (N, C, H, W) images and int64 (N,) labels on the CPU; val/test are None when not made."""
+
+    info: DatasetInfo
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+
+
+def load_splits(
+    name: str,
+    data_dir: str | os.PathLike | None,
+    *,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    with_test: bool = False,
+    download: bool = False,
+    synthetic_size: int = 1024,
+) -> DataSplits:
+    """Load dataset `name` and carve a validation split off its training set.
+
+    The validation split is stratified by class (each class gives up the same fraction, rounded so the
+    total is ``round(val_fraction * N)``) and drawn with a ``torch.Generator`` seeded by `split_seed`, so
+    the same seed always gives the same split. ``val_fraction=0`` gives ``val_x = val_y = None``. The
+    test split is loaded only with ``with_test=True``.
+
+    `data_dir` is the folder that holds ``cifar-10-batches-py/``, ``cifar-100-python/`` or
+    ``tiny-imagenet-200/`` (pointing at one of those folders itself works too); it is ignored for
+    ``digits`` and ``synthetic``. ``download=True`` fetches CIFAR when missing; Tiny-ImageNet has no
+    download (DataError explains where to get it when it is missing).
+    """
+    info = dataset_info(name)
+    if not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) <= 0.5:
+        raise ConfigError(f"val_fraction must be in [0, 0.5], got {val_fraction!r}")
+    if isinstance(synthetic_size, bool) or not isinstance(synthetic_size, int) or synthetic_size < 4:
+        raise ConfigError(f"synthetic_size must be an integer >= 4, got {synthetic_size!r}")
+
+    test_x = test_y = None
+    if name in ("cifar10", "cifar100"):
+        train_x, train_y, test = _load_cifar(info, data_dir, with_test=with_test, download=download)
+    elif name == "tiny-imagenet":
+        train_x, train_y, test = _load_tiny_imagenet(data_dir, with_test=with_test, download=download)
+    elif name == "digits":
+        train_x, train_y, test = _load_digits()
+    elif name == "synthetic":
+        train_x, train_y, test = _make_synthetic(synthetic_size)
+    else:  # pragma: no cover - DATASETS and this dispatch are kept in step
+        raise ConfigError(f"dataset {name!r} has no loader")
+    if with_test and test is not None:
+        test_x, test_y = test
+
+    val_x = val_y = None
+    if val_fraction > 0:
+        train_idx, val_idx = _stratified_split(train_y, float(val_fraction), split_seed)
+        val_x, val_y = train_x[val_idx], train_y[val_idx]
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+
+    return DataSplits(info, train_x, train_y, val_x, val_y, test_x, test_y)
+
+
+def _stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keep, held_out) sorted index tensors; held_out has round(fraction * N) samples (at least 1),
+    spread over the classes in proportion to their sizes, chosen at random with `seed`."""
+    n = int(y.numel())
+    n_out = max(1, int(round(fraction * n)))
+    if n_out >= n:
+        raise ConfigError(f"val_fraction {fraction} leaves no training samples out of {n}")
+    gen = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(n, generator=gen)
+    # Group the random permutation by class (stable sort keeps the random order inside each class).
+    grouped = perm[torch.sort(y[perm], stable=True).indices]
+    _, counts = torch.unique(y, sorted=True, return_counts=True)
+    # Largest-remainder apportionment of n_out over the classes.
+    quota = counts.double() * (n_out / n)
+    take = quota.floor().long()
+    short = n_out - int(take.sum())
+    if short > 0:
+        order = torch.sort(quota - take.double(), descending=True, stable=True).indices
+        take[order[:short]] += 1
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(n) - torch.repeat_interleave(starts, counts)  # rank inside its class
+    held = position < torch.repeat_interleave(take, counts)
+    held_out = torch.sort(grouped[held]).values
+    keep = torch.sort(grouped[~held]).values
+    return keep, held_out
+
+
+# ---- CIFAR ---------------------------------------------------------------------------------------
+
+_CIFAR_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+def _cifar_class(name: str) -> type:
+    """torchvision's CIFAR class with an existence-only integrity check.
+
+    torchvision checks the md5 of every extracted file before loading, which would reject the small
+    fake datasets the tests write in the real on-disk format (and costs a full read of the files on
+    every load). The override only checks that every expected file exists. Downloads stay verified:
+    ``download_and_extract_archive`` still checks the md5 of the downloaded archive.
+    """
+    from torchvision import datasets
+
+    base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+
+    class _ExistenceChecked(base):  # type: ignore[misc, valid-type]
+        def _check_integrity(self) -> bool:
+            folder = os.path.join(self.root, self.base_folder)
+            return all(os.path.isfile(os.path.join(folder, f)) for f in _cifar_files(type(self)))
+
+        def _load_meta(self) -> None:  # same as torchvision's, minus the md5 check
+            path = os.path.join(self.root, self.base_folder, self.meta["filename"])
+            with open(path, "rb") as infile:
+                self.classes = pickle.load(infile, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    _ExistenceChecked.__name__ = base.__name__
+    return _ExistenceChecked
+
+
+def _cifar_files(cls: type) -> list[str]:
+    return [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+
+def _load_cifar(info: DatasetInfo, data_dir, *, with_test: bool, download: bool):
+    cls = _cifar_class(info.name)
+    pretty = _CIFAR_NAMES[info.name]
+    if data_dir is None:
+        raise DataError(
+            f"{pretty} needs --data-dir: the folder that holds {cls.base_folder}/ "
+            f"(add --download to fetch it there)"
+        )
+    root = Path(data_dir).expanduser()
+    # Accept --data-dir pointing at cifar-100-python/ itself.
+    if root.name == cls.base_folder and not (root / cls.base_folder).is_dir():
+        root = root.parent
+    folder = root / cls.base_folder
+    expected = _cifar_files(cls)
+    missing = [f for f in expected if not (folder / f).is_file()]
+    if missing and not download:
+        what = "does not exist" if not folder.is_dir() else f"lacks {', '.join(missing)}"
+        raise DataError(
+            f"{pretty} folder {str(folder)!r} {what}; expected the files "
+            f"{', '.join(cls.base_folder + '/' + f for f in expected)}. Pass --download to fetch it, "
+            f"or point --data-dir at the folder that holds {cls.base_folder}/."
+        )
+    if missing:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            cls(root=str(root), train=True, download=True)
+        except Exception as exc:  # network, disk, bad archive: all the user's to fix
+            raise DataError(
+                f"downloading {pretty} into {str(root)!r} failed: {exc}. Check the network, or fetch "
+                f"{cls.url} yourself and unpack it there (it holds {cls.base_folder}/), then rerun "
+                f"without --download."
+            ) from exc
+
+    def read(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            ds = cls(root=str(root), train=train, download=False)
+            x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+            y = torch.as_tensor(np.asarray(ds.targets, dtype=np.int64))
+        except Exception as exc:
+            raise DataError(
+                f"could not read {pretty} from {str(folder)!r}: {exc!r}. The files may be truncated or "
+                f"corrupt; delete the folder and pass --download to fetch it again."
+            ) from exc
+        _check_labels(y, info, str(folder))
+        return x, y
+
+    train_x, train_y = read(True)
+    test = read(False) if with_test else None
+    return train_x, train_y, test
+
+
+def _check_labels(y: torch.Tensor, info: DatasetInfo, where: str) -> None:
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
+        raise DataError(
+            f"labels in {where!r} range over [{int(y.min())}, {int(y.max())}], "
+            f"but {info.name} has {info.num_classes} classes"
+        )
+
+
+# ---- Tiny-ImageNet -------------------------------------------------------------------------------
+
+_TINY_FOLDER = "tiny-imagenet-200"
+_TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+_TINY_CACHE_VERSION = 1
+_TINY_LAYOUT = (
+    "wnids.txt, train/<wnid>/images/*.JPEG and val/images/*.JPEG with val/val_annotations.txt"
+)
+
+
+def _tiny_root(data_dir) -> Path:
+    if data_dir is None:
+        raise DataError(
+            f"tiny-imagenet needs --data-dir: the folder that holds {_TINY_FOLDER}/ "
+            f"(download {_TINY_URL} and unzip it there)"
+        )
+    base = Path(data_dir).expanduser()
+    if (base / _TINY_FOLDER).is_dir():
+        return base / _TINY_FOLDER
+    if (base / "wnids.txt").is_file() or base.name == _TINY_FOLDER:
+        return base
+    return base / _TINY_FOLDER
+
+
+def _tiny_missing(root: Path, msg: str, download: bool) -> DataError:
+    how = (
+        "--download cannot fetch Tiny-ImageNet (there is no official mirror to verify against)"
+        if download
+        else "--download does not support Tiny-ImageNet"
+    )
+    return DataError(
+        f"Tiny-ImageNet folder {str(root)!r}: {msg}. Expected {_TINY_LAYOUT}. {how}: fetch "
+        f"tiny-imagenet-200.zip from the CS231n site ({_TINY_URL}) and unzip it into --data-dir."
+    )
+
+
+def _load_tiny_imagenet(data_dir, *, with_test: bool, download: bool):
+    """Classes are the wnids of ``wnids.txt`` in *sorted* order (the order torchvision's ImageFolder
+    would give ``train/``), so label i is ``sorted(wnids)[i]``."""
+    root = _tiny_root(data_dir)
+    info = DATASETS["tiny-imagenet"]
+    if not root.is_dir():
+        raise _tiny_missing(root, "does not exist", download)
+    if not (root / "wnids.txt").is_file():
+        raise _tiny_missing(root, "wnids.txt is missing", download)
+    wnids = sorted({w.strip() for w in (root / "wnids.txt").read_text().split() if w.strip()})
+    if not 1 <= len(wnids) <= info.num_classes:
+        raise _tiny_missing(root, f"wnids.txt lists {len(wnids)} classes", download)
+    index = {w: i for i, w in enumerate(wnids)}
+
+    # Training images: train/<wnid>/images/*.JPEG
+    train_files: list[str] = []
+    train_labels: list[int] = []
+    for w in wnids:
+        d = root / "train" / w / "images"
+        if not d.is_dir():
+            raise _tiny_missing(root, f"train/{w}/images/ is missing", download)
+        names = sorted(n for n in os.listdir(d) if n.lower().endswith((".jpeg", ".jpg", ".png")))
+        if not names:
+            raise _tiny_missing(root, f"train/{w}/images/ holds no images", download)
+        train_files += [f"train/{w}/images/{n}" for n in names]
+        train_labels += [index[w]] * len(names)
+    train_x, train_y = _tiny_split(root, "train", wnids, train_files, train_labels)
+
+    test = None
+    if with_test:
+        test_files, test_labels = _tiny_val_listing(root, index, download)
+        test = _tiny_split(root, "val", wnids, test_files, test_labels)
+    return train_x, train_y, test
+
+
+def _tiny_val_listing(root: Path, index: dict[str, int], download: bool) -> tuple[list[str], list[int]]:
+    """The official val split: flat val/images/ with val/val_annotations.txt (filename, wnid, bbox...);
+    the common re-sorted layout val/<wnid>/images/ is accepted too."""
+    ann = root / "val" / "val_annotations.txt"
+    files: list[str] = []
+    labels: list[int] = []
+    if ann.is_file():
+        rows = []
+        for lineno, line in enumerate(ann.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2:
+                parts = line.split()
+            if len(parts) < 2 or parts[1] not in index:
+                msg = f"val/val_annotations.txt line {lineno} ({line.strip()!r}) has no known wnid"
+                raise _tiny_missing(root, msg, download)
+            rows.append((parts[0], index[parts[1]]))
+        rows.sort()
+        for fname, label in rows:
+            if not (root / "val" / "images" / fname).is_file():
+                msg = f"val/images/{fname} (listed in val_annotations.txt) is missing"
+                raise _tiny_missing(root, msg, download)
+            files.append(f"val/images/{fname}")
+            labels.append(label)
+    else:
+        for w, i in index.items():
+            d = root / "val" / w / "images"
+            if d.is_dir():
+                names = sorted(n for n in os.listdir(d) if n.lower().endswith((".jpeg", ".jpg", ".png")))
+                files += [f"val/{w}/images/{n}" for n in names]
+                labels += [i] * len(names)
+    if not files:
+        raise _tiny_missing(root, "val/val_annotations.txt is missing (or lists no images)", download)
+    return files, labels
+
+
+def _decode_image(path: str, size: int) -> np.ndarray:
+    """One image file -> (3, size, size) uint8 (RGB; resized only if it is not size x size)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _tiny_split(root: Path, split: str, wnids: list[str], files: list[str], labels: list[int]):
+    """Decode a Tiny-ImageNet split, going through the `.npz` cache in the dataset folder.
+
+    The cache is keyed by a fingerprint of the class list and the relative file names, so adding,
+    removing or relabelling images rebuilds it. It is written atomically (temporary file, then
+    ``os.replace``); when the folder is not writable the cache is skipped."""
+    size = DATASETS["tiny-imagenet"].image_size
+    h = hashlib.sha1()
+    h.update(f"v{_TINY_CACHE_VERSION}\n{size}\n".encode())
+    h.update("\n".join(wnids).encode())
+    for f, lab in zip(files, labels):
+        h.update(f"\n{f}\t{lab}".encode())
+    fingerprint = h.hexdigest()
+    cache = root / f"tfkd-cache-{split}-v{_TINY_CACHE_VERSION}.npz"
+
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["fingerprint"]) == fingerprint:
+                    x, y = z["x"], z["y"]
+                    if x.shape == (len(files), 3, size, size) and x.dtype == np.uint8:
+                        return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+        except Exception as exc:  # corrupt or foreign file: rebuild it
+            log.warning("ignoring unreadable cache %s (%s)", cache, exc)
+
+    x = np.empty((len(files), 3, size, size), dtype=np.uint8)
+    paths = [str(root / f) for f in files]
+
+    def decode(i: int) -> None:
+        try:
+            x[i] = _decode_image(paths[i], size)
+        except Exception as exc:
+            raise DataError(f"could not decode Tiny-ImageNet image {paths[i]!r}: {exc}") from exc
+
+    workers = max(1, min(8, os.cpu_count() or 1))
+    if workers == 1 or len(files) < 64:
+        for i in range(len(files)):
+            decode(i)
+    else:  # PIL releases the GIL while decoding JPEGs
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(decode, range(len(files)), chunksize=256))
+    y = np.asarray(labels, dtype=np.int64)
+
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=cache.name + ".", suffix=".tmp", dir=root)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, x=x, y=y, fingerprint=np.array(fingerprint))
+        os.replace(tmp, cache)
+        tmp = None
+    except OSError as exc:
+        log.info("not caching decoded Tiny-ImageNet %s split in %s (%s)", split, root, exc)
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+# ---- digits and synthetic ------------------------------------------------------------------------
+
+_DIGITS_TEST_FRACTION = 0.2
+_DIGITS_TEST_SEED = 20_170_101  # fixed: the test split never depends on split_seed
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1).contiguous()
+    y = torch.from_numpy(d.target.astype(np.int64))
+    train_idx, test_idx = _stratified_split(y, _DIGITS_TEST_FRACTION, _DIGITS_TEST_SEED)
+    return x[train_idx], y[train_idx], (x[test_idx], y[test_idx])
+
+
+def _make_synthetic(n_train: int):
+    """10 classes of 3x16x16 images: a class colour (10 hues on a circle) plus a smooth class pattern
+    plus per-pixel noise. Robust to small shifts and flips, so a small CNN learns it in an epoch."""
+    info = DATASETS["synthetic"]
+    k, c, s = info.num_classes, info.in_channels, info.image_size
+    gen = torch.Generator().manual_seed(1234)
+    angle = torch.arange(k, dtype=torch.float64)[:, None] * (2 * math.pi / k)
+    phase = torch.arange(c, dtype=torch.float64)[None, :] * (2 * math.pi / c)
+    colour = 128.0 + 70.0 * torch.cos(angle + phase)  # (k, c)
+    low = torch.rand(k, c, 4, 4, generator=gen, dtype=torch.float64) * 2 - 1
+    pattern = F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False) * 35.0
+    protos = colour[:, :, None, None] + pattern  # (k, c, s, s)
+
+    def sample(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randperm(n, generator=g) % k
+        noise = torch.randn(n, c, s, s, generator=g, dtype=torch.float64) * 30.0
+        x = (protos[y] + noise).round().clamp(0, 255).to(torch.uint8)
+        return x, y.long()
+
+    train_x, train_y = sample(n_train, 1)
+    return train_x, train_y, sample(max(1, n_train // 4), 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Device-resident batches
+# --------------------------------------------------------------------------------------------------
+
+
+class Batches:
+    """One dataset split resident on `device`, cut into (augmented, normalised) batches per epoch.
+
+    The uint8 images and the labels are moved to `device` once here. `epoch` draws all the randomness
+    of an epoch up front from a generator (permutation, crop offsets, flips, rotation angles), moves it
+    to the device in one go, and then builds every batch with tensor ops only (no host sync).
+    """
+
+    def __init__(
+        self,
+        x_uint8: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        batch_size: int,
+        device: torch.device | str,
+        info: DatasetInfo,
+        train: bool,
+        crop_padding: int | None = None,
+        flip: bool | None = None,
+        rotation: float = 0.0,
+        channels_last: bool = False,
+        drop_last: bool = False,
+    ) -> None:
+        if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {x_uint8.dtype} {tuple(x_uint8.shape)}")
+        if y.dim() != 1 or y.numel() != x_uint8.shape[0]:
+            raise ValueError(f"labels must be ({x_uint8.shape[0]},), got {tuple(y.shape)}")
+        if x_uint8.shape[1] != len(info.mean) or len(info.std) != len(info.mean):
+            raise ValueError(
+                f"{info.name} has {len(info.mean)} channels of statistics, images have {x_uint8.shape[1]}"
+            )
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        padding = info.crop_padding if crop_padding is None else int(crop_padding)
+        if padding < 0:
+            raise ConfigError(f"crop padding must be >= 0, got {crop_padding!r}")
+        if rotation < 0:
+            raise ConfigError(f"rotation must be >= 0 degrees, got {rotation!r}")
+
+        self.device = torch.device(device)
+        self.info = info
+        self.train = bool(train)
+        self.batch_size = int(batch_size)
+        self.crop_padding = padding
+        self.flip = info.flip if flip is None else bool(flip)
+        self.rotation = float(rotation)
+        self.channels_last = bool(channels_last)
+        self.drop_last = bool(drop_last)
+        self.num_samples = int(x_uint8.shape[0])
+
+        self.x = x_uint8.to(self.device).contiguous()
+        self.y = y.to(self.device, dtype=torch.int64)
+        std = torch.tensor(info.std, dtype=torch.float32)
+        mean = torch.tensor(info.mean, dtype=torch.float32)
+        # (x / 255 - mean) / std  ==  x * scale + shift
+        self._scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(self.device)
+        self._shift = (-mean / std).view(1, -1, 1, 1).to(self.device)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def _normalise(self, xb: torch.Tensor) -> torch.Tensor:
+        out = torch.addcmul(self._shift, xb.float(), self._scale)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def epoch(self, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (float32 normalised images (B, C, H, W), int64 labels) for one epoch.
+
+        train=True: shuffled with `generator`, then per-sample random crop with zero padding, random
+        horizontal flip and random rotation in [-rotation, rotation] degrees (zero fill). All random
+        numbers come from `generator` (torch's global RNG when None), drawn before the first batch.
+        train=False: the samples in order, without augmentation.
+        """
+        n, bs = self.num_samples, self.batch_size
+        stop = len(self) * bs if self.drop_last else n
+        if not self.train:
+            for i in range(0, stop, bs):
+                yield self._normalise(self.x[i : i + bs]), self.y[i : i + bs]
+            return
+
+        # Draw all of the epoch's randomness up front (one value per position in the epoch), then move
+        # it to the device once; batches only slice these tensors.
+        gdev = generator.device if generator is not None else torch.device("cpu")
+        p = self.crop_padding
+        perm = torch.randperm(n, generator=generator, device=gdev)
+        offsets = torch.randint(0, 2 * p + 1, (n, 2), generator=generator, device=gdev) if p > 0 else None
+        flips = (torch.rand(n, generator=generator, device=gdev) < 0.5) if self.flip else None
+        angles = None
+        if self.rotation > 0:
+            u = torch.rand(n, generator=generator, device=gdev)
+            angles = (u * 2 - 1) * (self.rotation * math.pi / 180.0)
+        dev = self.device
+        perm = perm.to(dev, non_blocking=True)
+        offsets = None if offsets is None else offsets.to(dev, non_blocking=True)
+        flips = None if flips is None else flips.to(dev, non_blocking=True)
+        angles = None if angles is None else angles.to(dev, non_blocking=True)
+
+        _, _, h, w = self.x.shape
+        rows = torch.arange(h, device=dev)
+        cols = torch.arange(w, device=dev)
+        cols_flipped = cols.flip(0)
+        for i in range(0, stop, bs):
+            idx = perm[i : i + bs]
+            xb = self.x[idx]
+            if offsets is not None or flips is not None:
+                xb = self._crop_flip(
+                    xb,
+                    rows,
+                    cols,
+                    cols_flipped,
+                    None if offsets is None else offsets[i : i + bs],
+                    None if flips is None else flips[i : i + bs],
+                )
+            if angles is not None:
+                xb = _rotate(xb.float(), angles[i : i + bs])
+            yield self._normalise(xb), self.y[idx]
+
+    def _crop_flip(self, xb, rows, cols, cols_flipped, offsets, flips) -> torch.Tensor:
+        """Per-sample crop of the zero-padded batch and horizontal flip, as one gather.
+
+        Output pixel (r, c) of sample b is padded[b, :, oy_b + r, ox_b + c'] with c' = W-1-c when the
+        sample is flipped (flip after crop == reading the crop window mirrored)."""
+        b, ch, h, w = xb.shape
+        p = self.crop_padding if offsets is not None else 0
+        src = F.pad(xb, (p, p, p, p)) if p > 0 else xb
+        wp = w + 2 * p
+        r = rows.expand(b, h)
+        c = cols.expand(b, w)
+        if flips is not None:
+            c = torch.where(flips[:, None], cols_flipped.expand(b, w), c)
+        if offsets is not None:
+            r = r + offsets[:, :1]
+            c = c + offsets[:, 1:]
+        lin = (r[:, :, None] * wp + c[:, None, :]).view(b, 1, h * w).expand(b, ch, h * w)
+        return src.reshape(b, ch, -1).gather(2, lin).view(b, ch, h, w)
+
+
+def _rotate(xb: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each float image of the batch by its angle (radians) about the centre; zero fill."""
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(xb.dtype), list(xb.shape), align_corners=False)
+    return F.grid_sample(xb, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,35 @@
+"""The model registry and small helpers shared by the architecture files.
+
+Every registered entry is a builder ``fn(num_classes: int, in_channels: int) -> nn.Module`` whose module
+maps a float batch ``(N, in_channels, H, W)`` to logits ``(N, num_classes)``. All models end in adaptive
+average pooling, so they accept any input size their down-sampling allows (32x32 and 64x64 for the CIFAR
+architectures, down to 8x8 for the tiny ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ..registry import Registry
+
+ModelBuilder = Callable[[int, int], nn.Module]
+
+MODELS: Registry[ModelBuilder] = Registry("model")
+
+
+def init_kaiming(model: nn.Module) -> nn.Module:
+    """Kaiming-normal (fan_out, ReLU) conv weights, zero conv biases, BatchNorm weight 1 / bias 0.
+
+    Linear layers keep PyTorch's default initialisation. Returns ``model`` for chaining.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model

@@ -1,0 +1,509 @@
+"""The search driver: Ray Tune trials of `train()`, ASHA early stopping, Optuna, MLflow, export.
+
+This is the only module that imports Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import config_to_dict, with_overrides
+from .errors import ConfigError, TfkdError
+from .io import atomic_write_json, atomic_write_parquet
+from .spaces import Choice, Grid, IntRange, LogUniform, Space, Uniform, concurrency
+from .tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
+
+Printer = Callable[[str], None]
+STATE_FILE = "search.json"
+# Worst value reported for a diverged trial so that schedulers and searchers move away from it.
+WORST = {"max": 0.0, "min": 1e9}
+
+
+@dataclass
+class SearchOutcome:
+    run_dir: Path
+    trials: Any  # pandas DataFrame, one row per trial
+    exported: list[Path]
+    mlflow_uri: str
+    parent_run_id: str
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - ray is a hard dependency, but say so clearly
+        raise TfkdError("Ray Tune is not installed: pip install 'ray[tune]'") from None
+    return ray
+
+
+# ------------------------------------------------------------------------------------------------
+# Search-space conversion
+
+
+def to_tune(dist: Any) -> Any:
+    """One of our distributions as a Ray Tune domain. Our `int` is inclusive on both ends."""
+    from ray import tune
+
+    match dist:
+        case Grid(values=v):
+            return tune.grid_search(list(v))
+        case Choice(values=v):
+            return tune.choice(list(v))
+        case Uniform(low=lo, high=hi):
+            return tune.uniform(lo, hi)
+        case LogUniform(low=lo, high=hi):
+            return tune.loguniform(lo, hi)
+        case IntRange(low=lo, high=hi):
+            return tune.randint(lo, hi + 1)  # Tune's randint excludes its upper bound
+    raise TypeError(f"unknown distribution {dist!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# The trial (runs in a Ray worker process)
+
+
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode: str,
+              cpus: float, source: str) -> None:
+    """Ray Tune function trainable: one trial = one `train()` with the searched values applied."""
+    import torch
+    from ray import tune
+
+    from .config import build_run_config
+    from .trainer import EpochReport, train
+
+    cfg = build_run_config(with_overrides(base, params), source=source, prefix="base")
+    cfg = cfg.model_copy(update={"threads": cfg.threads or max(1, int(cpus))})
+    state = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
+
+    def report(ep: EpochReport) -> None:
+        m = {k: float(v) for k, v in ep.metrics.items()}
+        m["epoch"] = ep.epoch
+        m["diverged"] = 1.0 if ep.status == "diverged" else 0.0
+        if ep.status == "diverged":
+            # A diverged trial is a bad region, not a crash: report the worst score so ASHA stops
+            # it and the searcher learns to avoid the region; the search goes on.
+            m[metric] = WORST[mode]
+            tune.report(m)
+            return
+        with tempfile.TemporaryDirectory(prefix="tfkd-ckpt-") as tmp:
+            torch.save(ep.make_checkpoint(), Path(tmp) / "state.pt")
+            tune.report(m, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    train(cfg, report=report, resume=state or False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Driver-side callback: progress lines and MLflow child runs
+
+
+def _make_callback(tracking: dict[str, Any], params: list[str], budget: int, metric: str,
+                   mode: str, total: int, printer: Printer) -> Any:
+    from ray.tune import Callback
+
+    class SearchCallback(Callback):
+        """Logs every trial to MLflow (from the driver: one writer) and prints progress."""
+
+        def __init__(self) -> None:
+            self.tracking = dict(tracking)
+            self._tracker: Tracker | None = None
+            self._best: dict[str, float] = {}
+            self._started = 0
+            self.printer = printer
+
+        def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks; clients don't pickle
+            return {"tracking": self.tracking, "_best": self._best, "_started": self._started}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.__dict__.update(state)
+            self._tracker = None
+            self.printer = print
+
+        @property
+        def tracker(self) -> Tracker:
+            if self._tracker is None:
+                t = Tracker(self.tracking["uri"], self.tracking["experiment"])
+                t.parent_id = self.tracking["parent_id"]
+                self._tracker = t
+            return self._tracker
+
+        def _params(self, trial: Any) -> dict[str, Any]:
+            return {k: trial.config.get(k) for k in params}
+
+        def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self._started += 1
+            p = self._params(trial)
+            self.tracker.child(trial.trial_id, f"trial-{trial.trial_id}", params=p,
+                               tags={"tfkd.trial_id": trial.trial_id})
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in p.items())
+            self.printer(f"[{_now()}] trial {trial.trial_id} started ({shown})")
+
+        def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                            **info: Any) -> None:
+            run_id = self.tracker.child(trial.trial_id, f"trial-{trial.trial_id}")
+            epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+            self.tracker.log_epoch(run_id, result, epoch)
+            value = float(result.get(metric, float("nan")))
+            if value == value:
+                prev = self._best.get(trial.trial_id)
+                better = prev is None or (value > prev if mode == "max" else value < prev)
+                if better:
+                    self._best[trial.trial_id] = value
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            self.printer(f"[{_now()}] trial {trial.trial_id} epoch {epoch}/{budget} {metric} "
+                         f"{value:.4f}  (trials done {done}/{total}, best {self._overall():.4f})")
+
+        def _overall(self) -> float:
+            vals = list(self._best.values())
+            if not vals:
+                return float("nan")
+            return max(vals) if mode == "max" else min(vals)
+
+        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            last = trial.last_result or {}
+            outcome = _outcome(last, None, budget)
+            self.tracker.end_child(trial.trial_id, outcome,
+                                   {"tfkd.epochs": last.get("epoch")})
+            self.printer(f"[{_now()}] trial {trial.trial_id} {outcome.replace('_', ' ')} after "
+                         f"{last.get('epoch', 0)} epochs")
+
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            msg = _error_text(trial)
+            self.tracker.end_child(trial.trial_id, "errored", {"tfkd.error": msg[:4000]})
+            self.printer(f"[{_now()}] trial {trial.trial_id} errored: {msg.splitlines()[-1][:200]}")
+
+    return SearchCallback()
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        if path and Path(path).exists():
+            return Path(path).read_text(errors="replace").strip()
+    except OSError:
+        pass
+    return str(getattr(trial, "error_msg", None) or "unknown error")
+
+
+def _outcome(last: dict[str, Any], error: Any, budget: int) -> str:
+    if error is not None:
+        return "errored"
+    if float(last.get("diverged", 0.0) or 0.0) > 0:
+        return "diverged"
+    if int(last.get("epoch", 0) or 0) >= budget:
+        return "completed"
+    return "stopped_early"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _now() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+# ------------------------------------------------------------------------------------------------
+# Run folder bookkeeping
+
+
+def _space_digest(space: Space) -> str:
+    body = json.dumps({"base": space.base_dict(), "search": space.spec.search.model_dump(mode="json")},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def prepare_run_dir(space: Space, storage: str, name: str, resume: bool) -> tuple[str, Path | None,
+                                                                                     dict[str, Any]]:
+    """Check the run folder for a new or resumed search; returns (storage, local run dir, state)."""
+    if _is_uri(storage) and not storage.startswith("file://"):
+        return storage, None, {"key": f"{name}-{uuid.uuid4().hex[:8]}"}
+    root = Path(storage.removeprefix("file://")).expanduser().resolve()
+    run_dir = root / name
+    state_path = run_dir / STATE_FILE
+    if resume:
+        if not state_path.exists():
+            raise ConfigError(f"--resume: no search to resume in {run_dir} (no {STATE_FILE}); check "
+                              f"--storage and --name, or drop --resume to start a new search")
+        state = json.loads(state_path.read_text())
+        if state.get("space_digest") != _space_digest(space):
+            raise ConfigError(
+                f"--resume: {run_dir} was made by another search space ({state.get('space_file')}, "
+                f"digest {state.get('space_digest')}) than {space.source}; resume with the same "
+                f"space and --set values, or pick a new --name")
+        return str(root), run_dir, state
+    if state_path.exists() or (run_dir / "tuner.pkl").exists():
+        raise ConfigError(f"{run_dir} already holds a search; pass --resume to continue it or "
+                          f"--name NEW to start another")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True) if not any(run_dir.glob("*")) else None
+        raise ConfigError(f"--storage {storage}: cannot write the run folder {run_dir} "
+                          f"({exc.strerror or exc}); pass a writable --storage") from None
+    return str(root), run_dir, {"key": f"{name}-{uuid.uuid4().hex[:8]}"}
+
+
+def init_ray(address: str | None, gpus: float, printer: Printer) -> Any:
+    """Start an embedded local Ray (never attaching to a stale one) or join `address`."""
+    ray = _import_ray()
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "1")  # gpu:0 trials see no GPU
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    if ray.is_initialized():
+        return ray
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise TfkdError(f"--address {address}: cannot connect to a Ray cluster there "
+                            f"({str(exc).splitlines()[0][:200]}); check that 'ray start --head' runs "
+                            f"and the address, or drop --address for a local embedded Ray") from None
+        have = ray.cluster_resources().get("GPU", 0)
+        if gpus > have:
+            ray.shutdown()
+            raise ConfigError(f"--gpus {gpus:g}: the Ray cluster at {address} has {have:g} GPUs; pass "
+                              f"--gpus {have:g} or fewer (0 = CPU only)")
+        return ray
+    if gpus:
+        import torch
+
+        have = torch.cuda.device_count()
+        if gpus > have:
+            raise ConfigError(f"--gpus {gpus:g}: this machine has {have} CUDA GPUs; pass --gpus {have} "
+                              f"or fewer (0 = CPU only), or --address to use a Ray cluster")
+    tmp = os.environ.get("TFKD_RAY_TMPDIR")
+    kwargs: dict[str, Any] = dict(address="local", num_cpus=os.cpu_count(), num_gpus=int(gpus),
+                                  include_dashboard=False, log_to_driver=False,
+                                  _node_ip_address="127.0.0.1")
+    if tmp:
+        kwargs["_temp_dir"] = tmp
+    ray.init(**kwargs)
+    printer(f"started a local Ray instance ({os.cpu_count()} CPUs, {int(gpus)} GPUs)")
+    return ray
+
+
+def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
+               storage: str = "./tfkd_runs", name: str | None = None, resume: bool = False,
+               mlflow_uri: str | None = None, printer: Printer = print) -> SearchOutcome:
+    """Run (or resume) a search and export its best configs."""
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from .export import export_best, write_results
+
+    name = name or space.spec.name
+    s = space.spec.search
+    if gpus == 0 and s.resources.gpu > 0:
+        printer(f"note: --gpus 0, so trials run on the CPU (the space asks {s.resources.gpu:g} GPU "
+                f"each)")
+    gpu_share = s.resources.gpu if gpus > 0 else 0.0
+    storage_root, run_dir, state = prepare_run_dir(space, storage, name, resume)
+    created_dir = run_dir is not None and not resume
+    try:
+        uri = mlflow_uri or state.get("mlflow_uri") or (
+            default_tracking_uri(storage_root) if run_dir is not None else None)
+        if uri is None:
+            raise ConfigError("--mlflow-uri is required when --storage is an object-store URI")
+        check_reachable(uri)
+        tracker = Tracker(uri, name)
+        parent_id = tracker.start_parent(state["key"], f"search-{name}",
+                                         tags={"tfkd.space": space.spec.name})
+        ray = init_ray(address, gpus, printer)
+    except BaseException:
+        if created_dir and run_dir is not None and not any(p.name != "mlflow.db"
+                                                           for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    metric, mode = s.scheduler.metric, s.scheduler.mode
+    cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    conc = concurrency(space, gpus, cpus)
+    base = _resolve_paths(space.base_dict())
+    if gpu_share == 0:
+        base["device"] = "cpu"
+    if run_dir is not None:
+        state.update({"space_file": space.source, "space_digest": _space_digest(space),
+                      "name": name, "mlflow_uri": uri, "parent_run_id": parent_id,
+                      "created": state.get("created", time.time()), "base": base})
+        atomic_write_json(run_dir / STATE_FILE, state)
+        shutil.copyfile(space.source, run_dir / "space.yaml")
+    tracker.log_params(parent_id, {"space": space.spec.name, "searcher": s.searcher.kind,
+                                   "scheduler": s.scheduler.kind, "num_trials": space.num_trials(),
+                                   "budget_epochs": space.budget, "gpus": gpus,
+                                   **{f"base.{k}": v for k, v in _flat(base).items()}})
+    tracker.set_tags(parent_id, {"tfkd.git": git_revision() or "none",
+                                 "tfkd.versions": json.dumps(package_versions()),
+                                 "tfkd.cluster": json.dumps(ray.cluster_resources())})
+    tracker.log_artifact(parent_id, space.source)
+    orphans = tracker.close_orphans() if resume else 0
+    if orphans:
+        printer(f"closed {orphans} MLflow runs left RUNNING by the interrupted driver")
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base, metric=metric, mode=mode,
+                             cpus=s.resources.cpu, source=space.source),
+        {"cpu": s.resources.cpu, "gpu": gpu_share})
+    callback = _make_callback({"uri": uri, "experiment": name, "parent_id": parent_id},
+                              list(space.params), space.budget, metric, mode, space.num_trials(),
+                              printer)
+    exp_path = (run_dir.as_posix() if run_dir is not None else f"{storage_root.rstrip('/')}/{name}")
+    printer(f"search {name!r}: {space.num_trials()} trials of up to {space.budget} epochs, "
+            f"{conc or 'unlimited'} at a time; results in {exp_path}")
+    printer(f"MLflow: {uri} (experiment {name!r}); open with: mlflow ui --backend-store-uri {uri}")
+    t0 = time.time()
+    if resume:
+        tuner = Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,
+                              restart_errored=False)
+    else:
+        if s.searcher.kind == "optuna":
+            searcher: Any = OptunaSearch(seed=s.searcher.seed, metric=metric, mode=mode)
+            if conc:
+                searcher = ConcurrencyLimiter(searcher, max_concurrent=conc)
+        else:
+            searcher = BasicVariantGenerator(random_state=s.searcher.seed,
+                                             max_concurrent=conc or 0)
+        scheduler = (ASHAScheduler(time_attr="epoch", max_t=space.budget,
+                                   grace_period=s.scheduler.grace_period,
+                                   reduction_factor=s.scheduler.reduction_factor)
+                     if s.scheduler.kind == "asha" else None)
+        tuner = Tuner(
+            trainable,
+            param_space={k: to_tune(d) for k, d in space.params.items()},
+            tune_config=TuneConfig(metric=metric, mode=mode, search_alg=searcher,
+                                   scheduler=scheduler, num_samples=s.num_samples,
+                                   trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+            run_config=RunConfig(
+                name=name, storage_path=storage_root, verbose=0, callbacks=[callback],
+                failure_config=FailureConfig(max_failures=s.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2)))
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        printer(f"interrupted: finished trials are saved; continue with --resume --name {name}")
+        tracker.finish(parent_id, "KILLED")
+        raise
+    wall = time.time() - t0
+    trials = write_results(results, space, run_dir, budget=space.budget, metric=metric, mode=mode)
+    tracker.close_orphans()
+    exported: list[Path] = []
+    if run_dir is not None:
+        exported = export_best(run_dir, top=space.spec.export.top_k)
+        for p in exported:
+            tracker.log_artifact(parent_id, p, "best")
+        tracker.log_artifact(parent_id, run_dir / "trials.parquet")
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    best = _best_row(trials, metric, mode)
+    summary = {"wall_seconds": wall, "trials": len(trials),
+               **{f"trials_{k}": v for k, v in counts.items()}}
+    if best is not None:
+        summary["best_val_acc"] = float(best["best_val_acc"])
+        tracker.log_params(parent_id, {f"best.{k}": best[k] for k in space.params})
+        tracker.set_tags(parent_id, {"tfkd.best_trial": best["trial_id"],
+                                     "tfkd.export": str(run_dir / "best") if run_dir else ""})
+    tracker.log_metrics(parent_id, summary)
+    tracker.finish(parent_id, "FINISHED")
+    printer(_summary_text(trials, space, exported, wall))
+    return SearchOutcome(run_dir=run_dir or Path(exp_path), trials=trials, exported=exported,
+                         mlflow_uri=uri, parent_run_id=parent_id)
+
+
+def _best_row(trials: Any, metric: str, mode: str) -> Any:
+    ok = trials[trials["status"].isin(["completed", "stopped_early"])] if len(trials) else trials
+    if not len(ok):
+        return None
+    completed = ok[ok["status"] == "completed"]
+    pool = completed if len(completed) else ok
+    return pool.sort_values("best_val_acc", ascending=False).iloc[0]
+
+
+def _summary_text(trials: Any, space: Space, exported: list[Path], wall: float) -> str:
+    lines = [f"search finished in {wall:.0f} s: " + ", ".join(
+        f"{n} {k.replace('_', ' ')}" for k, n in trials["status"].value_counts().items())]
+    cols = ["trial_id", "status", "epochs", "best_val_acc", *space.params]
+    top = trials.sort_values("best_val_acc", ascending=False).head(5)[cols]
+    lines.append(top.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if exported:
+        lines.append("exported configs for full runs:")
+        lines += [f"  {p}" for p in exported]
+        lines.append(f"next: tfkd-search train --config {exported[0]} --seeds 3")
+    return "\n".join(lines)
+
+
+def _resolve_paths(base: dict[str, Any]) -> dict[str, Any]:
+    """Relative paths are relative to where the user runs the command, not to a trial's folder."""
+    data = base.setdefault("data", {})
+    data["data_dir"] = os.path.abspath(data.get("data_dir") or "data")
+    teacher = base.get("teacher")
+    if teacher and teacher.get("checkpoint") and not _is_uri(teacher["checkpoint"]):
+        teacher["checkpoint"] = os.path.abspath(teacher["checkpoint"])
+    return base
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+__all__ = ["run_search", "run_trial", "to_tune", "init_ray", "SearchOutcome", "math"]
+
+
+def _train_remote(cfg_dict: dict[str, Any], run_dir: str, resume: bool) -> Any:
+    from .config import build_run_config
+    from .trainer import train
+
+    return train(build_run_config(cfg_dict), run_dir=run_dir, resume=resume)
+
+
+def train_parallel(cfgs: dict[int, Any], out: Path, *, gpus: float, resume: bool,
+                   printer: Printer) -> list[Any]:
+    """Final runs of several seeds in parallel, one Ray task per seed with one GPU each."""
+    ray = init_ray(None, gpus, printer)
+    task = ray.remote(num_gpus=1, num_cpus=1)(_train_remote)
+    refs = {seed: task.remote(config_to_dict(cfg), str(out / f"seed{seed}"), resume)
+            for seed, cfg in cfgs.items()}
+    results = []
+    for seed, ref in refs.items():
+        res = ray.get(ref)
+        printer(f"seed {seed}: {res.status}, best val_acc {res.best_val_acc:.4f}, "
+                f"test_acc {res.test_acc if res.test_acc is not None else 'n/a'}")
+        results.append(res)
+    return results

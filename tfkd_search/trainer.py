@@ -1,0 +1,313 @@
+"""The Tf-KD trainer: `train(cfg) -> TrainResult`, a function usable from Python, the CLI and Ray Tune.
+
+It never reads argv or the environment and never imports Ray or MLflow: everything observable goes out
+through the `report` callback, the run folder and the return value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses
+from .config import RunConfig, config_to_dict
+from .data import Batches, DataSplits, load_splits
+from .errors import CheckpointError, ConfigError
+from .io import CHECKPOINT_FORMAT, atomic_torch_save, atomic_write_json, atomic_write_parquet, load_checkpoint
+from .models import build_model
+
+METRICS = ("train_loss", "train_ce", "train_kl", "val_acc", "val_loss", "lr", "epoch_seconds",
+           "images_per_s")
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What the trainer tells its caller after every epoch."""
+
+    epoch: int  # epochs completed so far (1-based)
+    epochs: int  # epochs this run will train
+    metrics: Mapping[str, float]
+    status: str  # "running" | "completed" | "diverged"
+    make_checkpoint: Callable[[], dict[str, Any]]  # builds the checkpoint dict only when called
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "diverged"
+    epochs: int
+    best_val_acc: float
+    last_val_acc: float
+    test_acc: float | None
+    test_loss: float | None
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    run_dir: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "history"}
+
+
+Reporter = Callable[[EpochReport], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but no CUDA GPU is visible; use device: auto "
+                          "or cpu (--set device=cpu)")
+    return torch.device(name)
+
+
+def lr_at(cfg: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Learning rate of a step: linear warm-up per step, then step decay at the milestones.
+
+    The paper's recipe: base = 0.1 * batch/128, 1 warm-up epoch, x0.2 at 60/120/160 of 200 epochs.
+    `schedule.mode: scale` shrinks the milestones to the trained budget instead of truncating.
+    """
+    s = cfg.schedule
+    base = cfg.optim.lr * cfg.optim.batch_size / cfg.optim.lr_batch
+    if epoch < s.warmup_epochs:
+        return base * (epoch * steps_per_epoch + step + 1) / (s.warmup_epochs * steps_per_epoch)
+    milestones = s.milestones
+    if s.mode == "scale":
+        milestones = tuple(max(1, round(m * s.trained_epochs / s.epochs)) for m in milestones)
+    return base * s.gamma ** sum(epoch >= m for m in milestones)
+
+
+def make_loss_fn(cfg: RunConfig) -> Callable[..., losses.LossParts]:
+    lc, m = cfg.loss, cfg.method
+    if m == "ce":
+        return lambda z, y, t=None: losses.ce_loss(z, y)
+    if m == "lsr":
+        return lambda z, y, t=None: losses.lsr_loss(z, y, eps=lc.eps, semantics=lc.semantics)
+    if m == "tfkd_reg":
+        return lambda z, y, t=None: losses.tfkd_reg_loss(
+            z, y, tau=lc.tau, alpha=lc.alpha, a=lc.a, multiplier=lc.multiplier, semantics=lc.semantics)
+    return lambda z, y, t: losses.kd_loss(z, y, t, tau=lc.tau, alpha=lc.alpha,
+                                          multiplier=lc.multiplier, semantics=lc.semantics)
+
+
+def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.Module:
+    """Build the teacher from its checkpoint; eval mode, no gradients."""
+    assert cfg.teacher is not None
+    path = cfg.teacher.checkpoint
+    state = load_checkpoint(path, "teacher checkpoint")
+    arch = cfg.teacher.model or state.get("model_name")
+    if cfg.method == "tfkd_self" and arch != cfg.model:
+        raise CheckpointError(f"teacher checkpoint {path}: holds a {arch!r} but tfkd_self needs the "
+                              f"student's own architecture {cfg.model!r}; use method: kd for another "
+                              f"architecture")
+    if state.get("num_classes") != cfg.num_classes:
+        raise CheckpointError(f"teacher checkpoint {path}: trained for {state.get('num_classes')} "
+                              f"classes but {cfg.data.dataset} has {cfg.num_classes}; use a teacher "
+                              f"trained on the same dataset")
+    model = build_model(str(arch), cfg.num_classes, in_channels)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"teacher checkpoint {path}: its weights do not fit a {arch!r} "
+                              f"({str(exc).splitlines()[0][:160]}); set teacher.model to the "
+                              f"architecture it was trained as") from None
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Batches, autocast: Any) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy over a fixed-order pass; one host sync at the end."""
+    model.eval()
+    correct = torch.zeros((), device=batches.device)
+    loss_sum = torch.zeros((), device=batches.device)
+    for x, y in batches.epoch(None):
+        with autocast():
+            z = model(x)
+        z = z.float()
+        correct += (z.argmax(1) == y).sum()
+        loss_sum += F.cross_entropy(z, y, reduction="sum")
+    n = max(batches.num_samples, 1)
+    return correct.item() / n, loss_sum.item() / n
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # One generator per (seed, epoch): shuffling and augmentation are identical after a resume.
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits | None = None,
+          report: Reporter | None = None, resume: bool | Mapping[str, Any] = False) -> TrainResult:
+    """Train one student as `cfg` describes.
+
+    Args:
+        cfg: the validated run config.
+        run_dir: folder for `checkpoint.pt`, `metrics.parquet`, `config.json`, `summary.json`
+            (nothing is written when None).
+        data: pre-loaded splits (default: loaded from `cfg.data`).
+        report: called after every epoch with an `EpochReport`.
+        resume: True to continue from `run_dir/checkpoint.pt` when it exists, or a checkpoint dict.
+
+    A NaN/inf training loss ends the run with status "diverged" (reported, not raised).
+    """
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    use_cuda = device.type == "cuda"
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and use_cuda)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else use_cuda
+    out = Path(run_dir) if run_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", config_to_dict(cfg))
+
+    if data is None:
+        d = cfg.data
+        data = load_splits(d.dataset, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed,
+                           with_test=cfg.evaluate_test, download=d.download,
+                           synthetic_size=d.synthetic_size)
+    info = data.info
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, info.num_classes, info.in_channels).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    teacher = load_teacher(cfg, info.in_channels, device) if cfg.method in ("kd", "tfkd_self") else None
+    if teacher is not None and channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                          weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+                          foreach=True)
+    loss_fn = make_loss_fn(cfg)
+
+    common = dict(device=device, info=info, channels_last=channels_last)
+    train_b = Batches(data.train_x, data.train_y, batch_size=cfg.optim.batch_size, train=True,
+                      crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
+                      rotation=cfg.data.rotation, **common)
+    eval_bs = max(256, cfg.optim.batch_size)
+    val_b = (Batches(data.val_x, data.val_y, batch_size=eval_bs, train=False, **common)
+             if data.val_x is not None and len(data.val_x) else None)
+    test_b = (Batches(data.test_x, data.test_y, batch_size=eval_bs, train=False, **common)
+              if cfg.evaluate_test and data.test_x is not None else None)
+
+    def autocast() -> Any:
+        if bf16:
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    history: list[dict[str, float]] = []
+    start_epoch, best_val = 0, -1.0
+    state_in: Mapping[str, Any] | None = None
+    if isinstance(resume, Mapping):
+        state_in = resume
+    elif resume and out is not None and (out / "checkpoint.pt").exists():
+        state_in = load_checkpoint(out / "checkpoint.pt", "resume checkpoint")
+    if state_in is not None:
+        _check_resumable(state_in, cfg, info.num_classes)
+        model.load_state_dict(state_in["model"])
+        opt.load_state_dict(state_in["optimizer"])
+        torch.set_rng_state(state_in["rng"])
+        if use_cuda and state_in.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state_in["cuda_rng"])
+        start_epoch = int(state_in["epoch"])
+        best_val = float(state_in.get("best_val_acc", -1.0))
+        history = [dict(h) for h in state_in.get("history", [])]
+
+    epochs = cfg.schedule.trained_epochs
+    steps = len(train_b)
+    status = "completed" if start_epoch >= epochs else "running"
+
+    def make_checkpoint(epoch: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "model_name": cfg.model, "num_classes": info.num_classes,
+            "in_channels": info.in_channels, "dataset": info.name, "config": config_to_dict(cfg),
+            "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if use_cuda else None,
+            "best_val_acc": best_val, "history": [dict(h) for h in history],
+        }
+
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        t0 = time.perf_counter()
+        sums = torch.zeros(3, device=device)
+        gen = _epoch_generator(cfg.seed, epoch)
+        lr = 0.0
+        for step, (x, y) in enumerate(train_b.epoch(gen)):
+            lr = lr_at(cfg, epoch, step, steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast():
+                z = model(x)
+                t = teacher(x) if teacher is not None else None
+            parts = loss_fn(z, y, t)
+            opt.zero_grad(set_to_none=True)
+            parts.total.backward()
+            opt.step()
+            sums += torch.stack([parts.total, parts.ce, parts.kl]).detach() * y.shape[0]
+        tr = (sums / max(train_b.num_samples, 1)).tolist()  # the epoch's one host sync
+        train_s = time.perf_counter() - t0
+        diverged = not all(math.isfinite(v) for v in tr)
+        if diverged:
+            val_acc, val_loss = 0.0, float("nan")
+        elif val_b is not None:
+            val_acc, val_loss = evaluate(model, val_b, autocast)
+        else:
+            val_acc, val_loss = float("nan"), float("nan")
+        row = {"epoch": float(epoch + 1), "train_loss": tr[0], "train_ce": tr[1], "train_kl": tr[2],
+               "val_acc": val_acc, "val_loss": val_loss, "lr": lr,
+               "epoch_seconds": time.perf_counter() - t0,
+               "images_per_s": train_b.num_samples / max(train_s, 1e-9)}
+        history.append(row)
+        if not diverged and not math.isnan(val_acc):
+            best_val = max(best_val, val_acc)
+        status = "diverged" if diverged else ("completed" if epoch + 1 == epochs else "running")
+        done = epoch + 1
+        if out is not None:
+            _write_metrics(out, history)
+            if not diverged and (done % cfg.checkpoint_every == 0 or done == epochs):
+                ckpt = make_checkpoint(done)
+                atomic_torch_save(ckpt, out / "checkpoint.pt")
+                if done in cfg.keep_checkpoints:
+                    atomic_torch_save(ckpt, out / f"epoch_{done}.pt")
+        if report is not None:
+            report(EpochReport(epoch=done, epochs=epochs, metrics=row, status=status,
+                               make_checkpoint=lambda d=done: make_checkpoint(d)))
+        if diverged:
+            break
+
+    test_acc = test_loss = None
+    if test_b is not None and status == "completed":
+        test_acc, test_loss = evaluate(model, test_b, autocast)
+    last_val = history[-1]["val_acc"] if history else float("nan")
+    result = TrainResult(status=status, epochs=len(history), best_val_acc=best_val,
+                         last_val_acc=last_val, test_acc=test_acc, test_loss=test_loss,
+                         seconds=time.perf_counter() - t_start, history=history,
+                         run_dir=str(out) if out is not None else None)
+    if out is not None:
+        atomic_write_json(out / "summary.json", result.summary())
+    return result
+
+
+def _check_resumable(state: Mapping[str, Any], cfg: RunConfig, num_classes: int) -> None:
+    if state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise CheckpointError("resume checkpoint: not a tfkd-search checkpoint")
+    if state.get("model_name") != cfg.model or state.get("num_classes") != num_classes:
+        raise CheckpointError(
+            f"resume checkpoint holds a {state.get('model_name')!r} for {state.get('num_classes')} "
+            f"classes, but this run is a {cfg.model!r} for {num_classes}; use a fresh run folder")
+
+
+def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
+    import pandas as pd
+
+    atomic_write_parquet(pd.DataFrame(history), out / "metrics.parquet")
