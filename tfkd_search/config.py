@@ -65,6 +65,11 @@ class TeacherConfig(Strict):
     checkpoint: str = Field(description="path to a tfkd-search checkpoint (.pt) of the teacher")
     model: str | None = Field(None, description="teacher architecture; default: read from checkpoint")
 
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str | None) -> str | None:
+        return None if v is None else _check_model_name(v)
+
 
 class OptimConfig(Strict):
     lr: float = Field(0.1, gt=0.0, description="learning rate per `lr_batch` examples")
@@ -146,8 +151,6 @@ class RunConfig(Strict):
                 and self.teacher.model not in (None, self.model)):
             problems.append(f"tfkd_self distils from the same architecture: teacher.model is "
                             f"{self.teacher.model!r} but model is {self.model!r}")
-        if self.teacher is not None and self.teacher.model is not None:
-            _check_model_name(self.teacher.model)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -178,7 +181,7 @@ def format_validation_error(source: str, err: ValidationError, prefix: str = "")
         where = ".".join(x for x in (prefix, loc) if x) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key" + _key_hint(e["loc"])
+            msg = "unknown key." + _key_hint(e["loc"])
         got = ""
         if e["type"] not in ("extra_forbidden", "missing") and not isinstance(e.get("input"), dict):
             got = f" (got {e.get('input')!r})"

@@ -117,10 +117,13 @@ def export_best(run_dir: str | Path, top: int | None = None, seeds: list[int] | 
             "name": f"{state['name']}-rank{rank}", "schedule.epochs": export_cfg["epochs"],
             "schedule.budget": None, "evaluate_test": True, "seeds": list(seeds),
             "data.val_fraction": export_cfg["val_fraction"], "device": "auto"})
-        sched = raw["schedule"]
-        if export_cfg["epochs"] != 200 and sched.get("milestones") == [60, 120, 160]:
-            raw["schedule"]["milestones"] = [round(m * export_cfg["epochs"] / 200)
-                                             for m in (60, 120, 160)]
+        searched_epochs = base.get("schedule", {}).get("epochs", 200)
+        if export_cfg["epochs"] != searched_epochs:
+            # the final runs use the same recipe on another length: scale the lr milestones
+            ms = base.get("schedule", {}).get("milestones", [60, 120, 160])
+            raw["schedule"]["milestones"] = sorted({
+                min(export_cfg["epochs"] - 1, max(1, round(m * export_cfg["epochs"] / searched_epochs)))
+                for m in ms}) if export_cfg["epochs"] > 1 else []
         cfg = build_run_config(raw, source=str(trials_path))
         header = (f"# tfkd-search export: rank {rank} of search {state['name']!r}\n"
                   f"# trial {row['trial_id']} ({row['status']}, {int(row['epochs'])} epochs): "

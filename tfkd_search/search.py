@@ -295,6 +295,9 @@ def init_ray(address: str | None, gpus: float, printer: Printer) -> Any:
         if gpus > have:
             raise ConfigError(f"--gpus {gpus:g}: this machine has {have} CUDA GPUs; pass --gpus {have} "
                               f"or fewer (0 = CPU only), or --address to use a Ray cluster")
+    # An embedded instance serves this machine only: with this switch Ray takes 127.0.0.1 as the
+    # node address and binds its servers to loopback instead of every interface.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     tmp = os.environ.get("TFKD_RAY_TMPDIR")
     kwargs: dict[str, Any] = dict(address="local", num_cpus=os.cpu_count(), num_gpus=int(gpus),
                                   include_dashboard=False, log_to_driver=False,
@@ -413,7 +416,11 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
     tracker.close_orphans()
     exported: list[Path] = []
     if run_dir is not None:
-        exported = export_best(run_dir, top=space.spec.export.top_k)
+        try:
+            exported = export_best(run_dir, top=space.spec.export.top_k)
+        except TfkdError as err:  # the trials are saved; a bad export block must not lose them
+            printer(f"warning: export failed: {err}; fix the space's export block and run "
+                    f"'tfkd-search export {run_dir}'")
         for p in exported:
             tracker.log_artifact(parent_id, p, "best")
         tracker.log_artifact(parent_id, run_dir / "trials.parquet")

@@ -111,6 +111,10 @@ def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.M
         raise CheckpointError(f"teacher checkpoint {path}: trained for {state.get('num_classes')} "
                               f"classes but {cfg.data.dataset} has {cfg.num_classes}; use a teacher "
                               f"trained on the same dataset")
+    if state.get("in_channels", in_channels) != in_channels:
+        raise CheckpointError(f"teacher checkpoint {path}: trained on {state.get('in_channels')}-channel "
+                              f"images ({state.get('dataset')}) but {cfg.data.dataset} has {in_channels}; "
+                              f"use a teacher trained on the same dataset")
     model = build_model(str(arch), cfg.num_classes, in_channels)
     try:
         model.load_state_dict(state["model"])
@@ -274,9 +278,11 @@ def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits
         done = epoch + 1
         if out is not None:
             _write_metrics(out, history)
-            if not diverged and (done % cfg.checkpoint_every == 0 or done == epochs):
+            save = done % cfg.checkpoint_every == 0 or done == epochs
+            if not diverged and (save or done in cfg.keep_checkpoints):
                 ckpt = make_checkpoint(done)
-                atomic_torch_save(ckpt, out / "checkpoint.pt")
+                if save:
+                    atomic_torch_save(ckpt, out / "checkpoint.pt")
                 if done in cfg.keep_checkpoints:
                     atomic_torch_save(ckpt, out / f"epoch_{done}.pt")
         if report is not None:
@@ -301,10 +307,12 @@ def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits
 def _check_resumable(state: Mapping[str, Any], cfg: RunConfig, num_classes: int) -> None:
     if state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
         raise CheckpointError("resume checkpoint: not a tfkd-search checkpoint")
-    if state.get("model_name") != cfg.model or state.get("num_classes") != num_classes:
+    if state.get("model_name") != cfg.model or state.get("num_classes") != num_classes or (
+            state.get("dataset") not in (None, cfg.data.dataset)):
         raise CheckpointError(
-            f"resume checkpoint holds a {state.get('model_name')!r} for {state.get('num_classes')} "
-            f"classes, but this run is a {cfg.model!r} for {num_classes}; use a fresh run folder")
+            f"resume checkpoint holds a {state.get('model_name')!r} trained on {state.get('dataset')} "
+            f"({state.get('num_classes')} classes), but this run is a {cfg.model!r} on "
+            f"{cfg.data.dataset} ({num_classes}); use a fresh run folder")
 
 
 def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:

@@ -1,0 +1,297 @@
+"""The search, for real: local Ray on 127.0.0.1, MLflow SQLite and a real `mlflow server`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from _proc import cleanup, cli_env, run_cli, sigkill_driver, start_cli, wait_for
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+BASE = {"model": "tiny_cnn", "method": "tfkd_reg",
+        "data": {"dataset": "digits", "val_fraction": 0.2},
+        "loss": {"semantics": "paper", "tau": 4.0, "alpha": 0.5, "a": 0.9},
+        "optim": {"lr": 0.1, "batch_size": 64},
+        "schedule": {"epochs": 4, "milestones": [3], "warmup_epochs": 1}}
+TAUS, ALPHAS = [1.0, 4.0, 16.0], [0.3, 0.9]
+
+
+def write_space(path: Path, name: str, *, search: dict, base: dict | None = None,
+                export: dict | None = None) -> Path:
+    doc = {"name": name, "base": base or BASE, "search": search,
+           "export": export or {"top_k": 2, "seeds": [0, 1], "epochs": 4}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def grid_search_block(**extra) -> dict:
+    block = {"params": {"loss.tau": {"kind": "grid", "values": TAUS},
+                        "loss.alpha": {"kind": "grid", "values": ALPHAS}},
+             "searcher": {"kind": "grid"},
+             "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+             "resources": {"cpu": 1, "gpu": 0}}
+    block.update(extra)
+    return block
+
+
+def children(uri: str, experiment: str) -> tuple[object, list]:
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tfkd.role") == "search"]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], kids
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    space = write_space(tmp / "grid.yaml", "gridtest", search=grid_search_block())
+    env = cli_env()
+    res = run_cli(["--space", str(space), "--storage", str(tmp / "runs")], env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return tmp, res
+
+
+def test_search_runs_every_grid_point_and_asha_stops_some(finished):
+    tmp, res = finished
+    trials = pd.read_parquet(tmp / "runs" / "gridtest" / "trials.parquet")
+    assert len(trials) == 6
+    visited = sorted(zip(trials["loss.tau"], trials["loss.alpha"]))
+    assert visited == sorted(itertools.product(TAUS, ALPHAS))
+    assert set(trials["status"]) <= {"completed", "stopped_early"}
+    assert (trials["status"] == "stopped_early").sum() >= 1, trials
+    assert (trials["status"] == "completed").sum() >= 1, trials
+    stopped = trials[trials["status"] == "stopped_early"]
+    assert (stopped["epochs"] < 4).all()
+    assert trials["best_val_acc"].between(0, 1).all()
+    hist = pd.read_parquet(tmp / "runs" / "gridtest" / "history.parquet")
+    per_trial = hist.groupby("trial_id")["epoch"].apply(list)
+    for tid, epochs in per_trial.items():
+        n = int(trials.loc[trials.trial_id == tid, "epochs"].iloc[0])
+        assert epochs == list(range(1, n + 1))
+    assert "search finished" in res.stdout and "epoch 1/4" in res.stdout
+
+
+def test_search_is_tracked_in_mlflow_as_parent_and_children(finished):
+    tmp, _ = finished
+    uri = f"sqlite:///{tmp / 'runs' / 'mlflow.db'}"
+    parent, kids = children(uri, "gridtest")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["space"] == "gridtest"
+    assert "best_val_acc" in parent.data.metrics
+    assert json.loads(parent.data.tags["tfkd.versions"])["torch"]
+    c = MlflowClient(uri)
+    assert "grid.yaml" in {a.path for a in c.list_artifacts(parent.info.run_id)}
+    trials = pd.read_parquet(tmp / "runs" / "gridtest" / "trials.parquet")
+    assert len(kids) == len(trials) == 6
+    by_trial = {k.data.tags["tfkd.trial_id"]: k for k in kids}
+    for _, row in trials.iterrows():
+        kid = by_trial[row.trial_id]
+        assert kid.info.status == "FINISHED"
+        assert kid.data.tags["tfkd.status"] == row.status
+        assert float(kid.data.params["loss.tau"]) == row["loss.tau"]
+        hist = c.get_metric_history(kid.info.run_id, "val_acc")
+        assert sorted(m.step for m in hist) == list(range(1, row.epochs + 1))
+        assert max(m.value for m in hist) == pytest.approx(row.best_val_acc)
+        for key in ("val_loss", "train_loss", "train_ce", "train_kl", "lr", "images_per_s"):
+            assert key in kid.data.metrics
+
+
+def test_export_round_trips_into_train(finished):
+    tmp, _ = finished
+    best = tmp / "runs" / "gridtest" / "best"
+    files = sorted(best.glob("rank*.yaml"))
+    assert [f.name for f in files] == ["rank1.yaml", "rank2.yaml"]
+    cfg = yaml.safe_load(files[0].read_text())
+    trials = pd.read_parquet(tmp / "runs" / "gridtest" / "trials.parquet")
+    top = trials[trials.status == "completed"].sort_values("best_val_acc").iloc[-1]
+    assert cfg["evaluate_test"] is True and cfg["seeds"] == [0, 1]
+    assert cfg["schedule"]["epochs"] == 4 and cfg["schedule"]["budget"] is None
+    assert cfg["loss"]["tau"] == top["loss.tau"] and cfg["loss"]["alpha"] == top["loss.alpha"]
+    # re-export with another k through the CLI
+    res = run_cli(["export", str(tmp / "runs" / "gridtest"), "--top", "1"], cli_env(), timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in best.glob("rank*.yaml")) == ["rank1.yaml"]
+    res = run_cli(["train", "--config", str(files[0]), "--seeds", "2", "--storage",
+                   str(tmp / "runs")], cli_env(), timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "test_acc" in res.stdout and "±" in res.stdout
+    for seed in (0, 1):
+        summary = json.loads((tmp / "runs" / "train" / "gridtest-rank1" / f"seed{seed}" /
+                              "summary.json").read_text())
+        assert summary["status"] == "completed" and 0.5 < summary["test_acc"] <= 1.0
+    c = MlflowClient(f"sqlite:///{tmp / 'runs' / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("gridtest")
+    finals = c.search_runs([exp.experiment_id], filter_string="tags.`tfkd.role` = 'final'")
+    assert len(finals) == 1 and "test_acc_mean" in finals[0].data.metrics
+
+
+def _optuna_space(tmp: Path, name: str, seed: int) -> Path:
+    return write_space(tmp / f"{name}.yaml", name, search={
+        "params": {"loss.tau": {"kind": "loguniform", "low": 1.0, "high": 20.0},
+                   "loss.alpha": {"kind": "uniform", "low": 0.1, "high": 0.9},
+                   "optim.batch_size": {"kind": "int", "low": 32, "high": 64}},
+        "searcher": {"kind": "optuna", "seed": seed}, "num_samples": 4,
+        "scheduler": {"kind": "none"}, "resources": {"cpu": 1, "gpu": 0}},
+        base={**BASE, "schedule": {"epochs": 2, "milestones": [1], "warmup_epochs": 1}})
+
+
+def _params(run_dir: Path) -> list[tuple]:
+    t = pd.read_parquet(run_dir / "trials.parquet")
+    return sorted(zip(t["loss.tau"].round(10), t["loss.alpha"].round(10), t["optim.batch_size"]))
+
+
+def test_optuna_search_is_reproducible_with_a_seed(tmp_path):
+    runs = []
+    for name, seed in (("opt_a", 7), ("opt_b", 7), ("opt_c", 8)):
+        res = run_cli(["--space", str(_optuna_space(tmp_path, name, seed)), "--storage",
+                       str(tmp_path / "runs")], cli_env(), timeout=300)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        runs.append(_params(tmp_path / "runs" / name))
+    assert len(runs[0]) == 4
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+    for tau, alpha, bs in runs[0]:
+        assert 1.0 <= tau <= 20.0 and 0.1 <= alpha <= 0.9 and 32 <= bs <= 64
+
+
+def _result_lines(trial_dir: Path) -> list[dict]:
+    f = trial_dir / "result.json"
+    if not f.exists():
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
+def test_driver_killed_then_resume_runs_every_trial_exactly_once(tmp_path):
+    space = write_space(tmp_path / "grid.yaml", "killme", search=grid_search_block(
+        scheduler={"kind": "none"}))
+    run_dir = tmp_path / "runs" / "killme"
+    env = cli_env()
+    proc = start_cli(["--space", str(space), "--storage", str(tmp_path / "runs")], env,
+                     tmp_path / "first.log")
+
+    def finished_trials() -> list[Path]:
+        return [d for d in run_dir.glob("trial_*")
+                if any(r.get("epoch") == 4 for r in _result_lines(d))]
+
+    try:
+        wait_for(lambda: len(finished_trials()) >= 2, 300, what="two finished trials")
+        time.sleep(1.0)  # let the driver record them, then pull the plug mid-search
+    finally:
+        sigkill_driver(proc, env)
+    done_before = {d.name: len(_result_lines(d)) for d in finished_trials()}
+    assert 2 <= len(done_before) < 6
+    assert not (run_dir / "trials.parquet").exists()
+
+    res = run_cli(["--space", str(space), "--storage", str(tmp_path / "runs"), "--resume"],
+                  env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert sorted(zip(trials["loss.tau"], trials["loss.alpha"])) == sorted(
+        itertools.product(TAUS, ALPHAS))
+    assert (trials["status"] == "completed").all(), trials
+    for name, n in done_before.items():  # finished trials were not run again
+        assert len(_result_lines(run_dir / name)) == n
+    for d in run_dir.glob("trial_*"):  # no trial restarted from epoch 1
+        epochs = [r["epoch"] for r in _result_lines(d)]
+        assert epochs.count(1) == 1, (d.name, epochs)
+    _, kids = children(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "killme")
+    assert len(kids) == 6
+    assert {k.info.status for k in kids} == {"FINISHED"}
+
+
+def test_killed_trial_process_restarts_from_its_checkpoint(tmp_path):
+    base = {**BASE, "data": {"dataset": "synthetic", "synthetic_size": 6000, "val_fraction": 0.1},
+            "schedule": {"epochs": 8, "milestones": [6], "warmup_epochs": 1}}
+    space = write_space(tmp_path / "one.yaml", "crash", base=base, search={
+        "params": {"loss.tau": {"kind": "grid", "values": [4.0]}}, "searcher": {"kind": "grid"},
+        "scheduler": {"kind": "none"}, "resources": {"cpu": 1, "gpu": 0}, "max_failures": 2})
+    run_dir = tmp_path / "runs" / "crash"
+    env = cli_env()
+    proc = start_cli(["--space", str(space), "--storage", str(tmp_path / "runs")], env,
+                     tmp_path / "log.txt")
+    try:
+        def at_epoch_3() -> bool:
+            lines = [r for d in run_dir.glob("trial_*") for r in _result_lines(d)]
+            return any(r["epoch"] >= 3 and r["epoch"] < 7 for r in lines)
+
+        wait_for(at_epoch_3, 300, interval=0.05, what="epoch 3 of the trial")
+        pid = [r for d in run_dir.glob("trial_*") for r in _result_lines(d)][-1]["pid"]
+        import os
+
+        os.kill(pid, signal.SIGKILL)
+        assert proc.wait(timeout=300) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    finally:
+        cleanup(env, proc.pid)
+    lines = [r for d in run_dir.glob("trial_*") for r in _result_lines(d)]
+    epochs = [r["epoch"] for r in lines]
+    assert epochs[-1] == 8 and epochs.count(1) == 1, epochs
+    restarts = [r for r in lines[1:] if r["iterations_since_restore"] == 1]
+    assert restarts, "the trial was not restarted"
+    assert restarts[0]["epoch"] > 1  # it continued from its checkpoint
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert list(trials["status"]) == ["completed"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_search_logs_to_a_real_mlflow_server(tmp_path):
+    port = _free_port()
+    db = tmp_path / "server.db"
+    env = cli_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+         str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{db}",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(up, 120, interval=0.5, what="mlflow server")
+        space = write_space(tmp_path / "srv.yaml", "served", search={
+            "params": {"loss.tau": {"kind": "grid", "values": [2.0, 8.0]}},
+            "searcher": {"kind": "grid"}, "scheduler": {"kind": "none"},
+            "resources": {"cpu": 1, "gpu": 0}},
+            base={**BASE, "schedule": {"epochs": 2, "milestones": [1], "warmup_epochs": 1}})
+        res = run_cli(["--space", str(space), "--storage", str(tmp_path / "runs"),
+                       "--mlflow-uri", uri], env, timeout=300)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        parent, kids = children(uri, "served")
+        assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
+        assert sorted(float(k.data.params["loss.tau"]) for k in kids) == [2.0, 8.0]
+        hist = MlflowClient(uri).get_metric_history(kids[0].info.run_id, "val_acc")
+        assert [m.step for m in sorted(hist, key=lambda m: m.step)] == [1, 2]
+        assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the default store
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        cleanup(env, server.pid)
