@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -113,6 +115,8 @@ class RunConfig(Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA")
     channels_last: bool | None = Field(None, description="null: on for CUDA")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (null: torch default)")
+    cuda_graphs: bool | None = Field(None, description="capture the training step in a CUDA graph "
+                                     "(null: on for CUDA)")
     model: str = Field("tiny_cnn", description="student architecture")
     method: str = Field("ce", description="ce | lsr | kd | tfkd_self | tfkd_reg")
     data: DataConfig = DataConfig()
@@ -173,15 +177,28 @@ def _check_model_name(v: str) -> str:
 # Loading, overrides and error formatting
 
 
-def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> list[str]:
-    """One line per problem: '<source>: <key.path>: <message> (got <value>)'."""
+def format_validation_error(source: str, err: ValidationError, prefix: str = "",
+                            root: Any = None) -> list[str]:
+    """One line per problem: '<source>: <key.path>: <message> (got <value>)'.
+
+    `root` is the model validated (default RunConfig); unknown keys get a close-match hint from the
+    fields of the model at their location.
+    """
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
         where = ".".join(x for x in (prefix, loc) if x) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key." + _key_hint(e["loc"])
+            msg = "unknown key" + _key_hint(e["loc"], root or RunConfig)
+        elif e["type"] == "missing":
+            msg = "required key is missing; add it"
+        elif e["type"] in ("literal_error", "union_tag_invalid"):
+            ctx = e.get("ctx") or {}
+            expected = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", ctx.get("expected", ""))))
+            bad = ctx.get("tag", e.get("input"))
+            hint = did_you_mean(str(bad), expected)
+            msg = msg.rstrip(".") + "." + hint if hint else msg
         got = ""
         if e["type"] not in ("extra_forbidden", "missing") and not isinstance(e.get("input"), dict):
             got = f" (got {e.get('input')!r})"
@@ -189,20 +206,47 @@ def format_validation_error(source: str, err: ValidationError, prefix: str = "")
     return lines
 
 
-def _key_hint(loc: tuple[Any, ...]) -> str:
+def _key_hint(loc: tuple[Any, ...], root: Any = None) -> str:
     """Close-match hint for an unknown key, from the fields of the model at that location."""
-    model: Any = RunConfig
-    for part in loc[:-1]:
+    model: Any = root or RunConfig
+    parts = list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return ""
-        ann = field.annotation
-        model = next((t for t in getattr(ann, "__args__", (ann,)) if hasattr(t, "model_fields")), None)
+        model = _model_of(field.annotation, parts)
         if model is None:
             return ""
     names = list(getattr(model, "model_fields", {}))
     hint = did_you_mean(str(loc[-1]), names)
     return hint + (f" Valid keys here: {', '.join(names)}" if names else "")
+
+
+def _model_of(ann: Any, rest: list[Any]) -> Any:
+    """The pydantic model a field annotation leads to, consuming dict keys and union tags from `rest`."""
+    if hasattr(ann, "model_fields"):
+        return ann
+    origin = typing.get_origin(ann)
+    args = typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _model_of(args[0], rest)
+    if origin is dict and len(args) == 2:
+        if not rest:
+            return None
+        rest.pop(0)  # the dict key (e.g. a parameter name)
+        return _model_of(args[1], rest)
+    models = [m for m in (_model_of(a, []) for a in args) if m is not None]
+    if len(models) == 1:
+        return models[0]
+    if models and rest:  # a tagged union: pydantic puts the tag into the location
+        tag = str(rest[0])
+        for m in models:
+            kind = getattr(m, "model_fields", {}).get("kind")
+            if kind is not None and tag in typing.get_args(kind.annotation):
+                rest.pop(0)
+                return m
+    return None
 
 
 def read_yaml(path: str | os.PathLike[str]) -> Any:
@@ -216,6 +260,12 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         raise ConfigError(f"{p}: cannot read the file ({exc})") from None
     try:
         raw = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}:{where}: YAML tags such as !!python/... are not allowed: configs are "
+                          f"plain data (loaded with yaml.safe_load) and cannot create objects or run "
+                          f"code; remove the tag ({getattr(exc, 'problem', '') or exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -1,0 +1,95 @@
+"""CUDA paths: bf16 + channels_last + CUDA-graph steps, no host sync per step. Skipped without a GPU."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tfkd_search import losses
+from tfkd_search.data import Batches, load_splits
+from tfkd_search.models import build_model
+from tfkd_search.trainer import StepRunner, train
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+DEV = torch.device("cuda")
+
+
+def _loss(z, y, t=None):
+    return losses.tfkd_reg_loss(z, y, tau=4.0, alpha=0.5, a=0.9)
+
+
+def _setup(graphs: bool, model: torch.nn.Module):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, fused=True)
+    return StepRunner(model, None, opt, _loss, DEV, bf16=False, graphs=graphs), opt
+
+
+def test_graph_steps_match_eager_steps() -> None:
+    torch.manual_seed(0)
+    base = build_model("tiny_resnet", 10, 3).to(DEV)
+    a, b, c = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
+    ra, _ = _setup(False, a)
+    rb, _ = _setup(True, b)
+    rc, _ = _setup(False, c)  # eager, but skips the last step: the size of one step's change
+    g = torch.Generator(device="cpu").manual_seed(1)
+    xs = [torch.randn(64, 3, 16, 16, generator=g).to(DEV) for _ in range(8)]
+    ys = [torch.randint(0, 10, (64,), generator=g).to(DEV) for _ in range(8)]
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        lr = 0.05 * (i + 1) / 8  # the schedule changes lr between replays
+        ra(x, y, lr)
+        rb(x, y, lr)
+        if i < 7:
+            rc(x, y, lr)
+    assert rb.graph is not None, "the step was never captured"
+    with torch.no_grad():
+        va = torch.cat([p.flatten() for p in a.parameters()])
+        vb = torch.cat([p.flatten() for p in b.parameters()])
+        vc = torch.cat([p.flatten() for p in c.parameters()])
+        # cuDNN may pick other algorithms in the two modes: allow rounding-level differences,
+        # far below what one missing (or doubled, or wrong-lr) step changes
+        assert (va - vb).norm() < 0.05 * (va - vc).norm(), ((va - vb).norm(), (va - vc).norm())
+    assert torch.allclose(ra.sums, rb.sums, rtol=1e-3)
+
+
+def test_epoch_loop_has_no_host_sync_per_step() -> None:
+    data = load_splits("synthetic", None, val_fraction=0.0, synthetic_size=2048)
+    model = build_model("tiny_cnn", 10, 3).to(DEV).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=True)
+    runner = StepRunner(model, None, opt, _loss, DEV, bf16=True, graphs=True)
+    batches = Batches(data.train_x, data.train_y, batch_size=128, device=DEV, info=data.info,
+                      train=True, rotation=15, channels_last=True)
+    for x, y in batches.epoch(torch.Generator().manual_seed(0)):  # warm-up + capture
+        runner(x, y, 0.1)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in batches.epoch(torch.Generator().manual_seed(1)):
+            runner(x, y, 0.05)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(runner.sums).all()
+
+
+@pytest.mark.parametrize("model", ["resnet18", "mobilenetv2", "shufflenetv2", "googlenet",
+                                   "densenet121", "resnext29_8x64d", "resnet50"])
+def test_every_zoo_model_trains_with_graphs_bf16_channels_last(make_cfg, model) -> None:
+    cfg = make_cfg({"device": "cuda", "data.dataset": "synthetic", "data.synthetic_size": 512,
+                    "optim.batch_size": 64, "schedule.epochs": 2, "schedule.milestones": [1],
+                    "loss.tau": 4.0, "loss.alpha": 0.5, "loss.a": 0.9}, method="tfkd_reg",
+                   model=model)
+    res = train(cfg)
+    assert res.status == "completed" and res.epochs == 2
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in res.history)
+
+
+def test_kd_teacher_runs_inside_the_graph(make_cfg, tmp_path) -> None:
+    common = {"device": "cuda", "data.dataset": "synthetic", "data.synthetic_size": 512,
+              "optim.batch_size": 64, "schedule.epochs": 2, "schedule.milestones": [1]}
+    t = train(make_cfg(common, model="tiny_resnet"), run_dir=tmp_path / "teacher")
+    assert t.status == "completed"
+    cfg = make_cfg({**common, "teacher": {"checkpoint": str(tmp_path / "teacher" / "checkpoint.pt")},
+                    "loss.tau": 4.0, "loss.alpha": 0.9}, method="kd", model="tiny_cnn")
+    res = train(cfg)
+    assert res.status == "completed" and res.history[-1]["train_kl"] > 0
