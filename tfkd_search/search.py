@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -265,8 +266,150 @@ def prepare_run_dir(space: Space, storage: str, name: str, resume: bool) -> tupl
     return str(root), run_dir, {"key": f"{name}-{uuid.uuid4().hex[:8]}"}
 
 
-def init_ray(address: str | None, gpus: float, printer: Printer) -> Any:
-    """Start an embedded local Ray (never attaching to a stale one) or join `address`."""
+# Filesystems that are certainly private to one machine (anything else may be shared: nfs, cifs,
+# lustre, gpfs, ceph, fuse mounts such as s3fs/gcsfuse, ...).
+_LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "ramfs", "overlay",
+             "vfat", "exfat", "ntfs", "ntfs3", "squashfs"}
+
+
+def _probe_marker(path: str, token: str) -> bool:
+    """Runs on one node: does it see the marker file the driver wrote?"""
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def _fs_type(path: Path) -> str | None:
+    """The filesystem type of the mount holding `path` (Linux), None when unknown."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return None
+    best, fstype = "", None
+    for mnt, typ in mounts:
+        mnt = mnt.replace("\\040", " ")
+        if (path.as_posix() == mnt or path.as_posix().startswith(mnt.rstrip("/") + "/")) \
+                and len(mnt) >= len(best):
+            best, fstype = mnt, typ
+    return fstype
+
+
+def storage_verdict(storage: str, seen: dict[str, bool | None], *, trials_elsewhere: bool = False,
+                    fs_type: str | None = None) -> str | None:
+    """Why the local path `storage` cannot serve a multi-node search, or None when it can.
+
+    `seen` maps each alive node (a label) to whether a task on it saw the driver's marker file (None:
+    no answer in time). `trials_elsewhere`: the driver's node is the only one so far and cannot run
+    trials itself (an autoscaling cluster whose head has no CPUs/GPUs), so trials will run on nodes
+    that do not exist yet; then a path on a local disk type (`fs_type`) cannot be right.
+    """
+    blind = sorted(node for node, ok in seen.items() if ok is False)
+    fix = ("pass a folder shared by every node at the same path (an NFS mount, e.g. --storage "
+           "/mnt/shared/tfkd_runs) or an object store (--storage s3://bucket/prefix or "
+           "gs://bucket/prefix, with --mlflow-uri)")
+    if blind:
+        return (f"--storage {storage}: is local to the head node (the driver's node): the Ray "
+                f"nodes {', '.join(blind)} cannot see files written there, and every trial writes "
+                f"its checkpoints to --storage from the node it runs on; {fix}")
+    if trials_elsewhere and fs_type in _LOCAL_FS:
+        return (f"--storage {storage}: is on a local {fs_type} disk of the head node, which runs no "
+                f"trials (no CPUs or GPUs), so the worker nodes the autoscaler adds cannot see it; "
+                f"{fix}")
+    return None
+
+
+def check_shared_storage(ray: Any, storage_dir: Path, printer: Printer,
+                         timeout: float = 120.0) -> None:
+    """Raise ConfigError if a node of the cluster cannot see `storage_dir` (the run folder).
+
+    Writes a marker file there and runs a tiny task pinned to each alive node that reads it back. On
+    one machine with several Ray nodes the folder is shared, so the check passes."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    here = ray.get_runtime_context().get_node_id()
+    res = (nodes[0].get("Resources") or {}) if nodes else {}
+    trials_elsewhere = (len(nodes) == 1 and nodes[0]["NodeID"] == here
+                        and not res.get("CPU") and not res.get("GPU"))
+    if len(nodes) < 2 and not trials_elsewhere:
+        return
+    token = uuid.uuid4().hex
+    marker = storage_dir / f".tfkd-storage-check-{token[:8]}"
+    marker.write_text(token)
+    try:
+        probe = ray.remote(num_cpus=0, max_retries=0)(_probe_marker)
+        refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(str(marker), token): n for n in nodes}
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        seen: dict[str, bool | None] = {}
+        for ref, n in refs.items():
+            label = f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})"
+            try:
+                seen[label] = bool(ray.get(ref)) if ref in ready else None
+            except ray.exceptions.RayError:  # a node that died meanwhile: no verdict from it
+                seen[label] = None
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    finally:
+        marker.unlink(missing_ok=True)
+    silent = [k for k, v in seen.items() if v is None]
+    if silent:
+        printer(f"note: could not check --storage on the Ray nodes {', '.join(silent)}")
+    why = storage_verdict(str(storage_dir.parent), seen, trials_elsewhere=trials_elsewhere,
+                          fs_type=_fs_type(storage_dir) if trials_elsewhere else None)
+    if why:
+        raise ConfigError(why)
+    if len(seen) > 1 and all(seen.values()):
+        printer(f"--storage {storage_dir.parent}: visible from all {len(seen)} Ray nodes")
+
+
+def preflight(address: str | None, gpus: float, mlflow_uri: str | None = None) -> None:
+    """Checks that need neither Ray nor a run folder, so a bad flag fails in a second and leaves
+    nothing behind: the GPU count of this machine, the Ray address, the MLflow server."""
+    if address:
+        check_address(address)
+    else:
+        check_local_gpus(gpus)
+    if mlflow_uri:
+        check_reachable(mlflow_uri)
+
+
+def check_local_gpus(gpus: float) -> None:
+    if gpus:
+        import torch
+
+        have = torch.cuda.device_count()
+        if gpus > have:
+            raise ConfigError(f"--gpus {gpus:g}: this machine has {have} CUDA GPUs; pass --gpus {have} "
+                              f"or fewer (0 = CPU only), or --address to use a Ray cluster")
+
+
+def check_address(address: str, timeout: float = 3.0) -> None:
+    """TCP pre-check of a Ray cluster address: Ray itself retries an unreachable GCS for minutes."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected HOST:PORT of the Ray head (e.g. "
+                          f"10.0.0.5:6379), ray://HOST:10001 or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise TfkdError(f"--address {address}: no Ray cluster answers at {host}:{port} "
+                        f"({exc.strerror or exc}); start one there with 'ray start --head --port "
+                        f"{port}', check the address and firewall, or drop --address to run a local "
+                        f"embedded Ray") from None
+
+
+def init_ray(address: str | None, gpus: float, printer: Printer,
+             storage_dir: Path | None = None) -> Any:
+    """Start an embedded local Ray (never attaching to a stale one) or join `address`.
+
+    On a cluster, `storage_dir` (the local run folder, if --storage is a path) must be visible from
+    every node: trials write their checkpoints there from the node they run on."""
     ray = _import_ray()
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "1")  # gpu:0 trials see no GPU
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -276,25 +419,41 @@ def init_ray(address: str | None, gpus: float, printer: Printer) -> Any:
     if ray.is_initialized():
         return ray
     if address:
+        check_address(address)
         try:
             ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as exc:
             raise TfkdError(f"--address {address}: cannot connect to a Ray cluster there "
-                            f"({str(exc).splitlines()[0][:200]}); check that 'ray start --head' runs "
-                            f"and the address, or drop --address for a local embedded Ray") from None
+                            f"({str(exc).splitlines()[0][:200]}); check that 'ray start --head' runs, "
+                            f"the address, and that RAY_AUTH_MODE (token or disabled) and the token "
+                            f"(~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) match the "
+                            f"cluster's; or drop --address for a local embedded Ray") from None
         have = ray.cluster_resources().get("GPU", 0)
+        wait = float(os.environ.get("TFKD_GPU_WAIT_S") or 0)
+        if gpus > have and wait > 0:  # an autoscaling cluster: ask for the GPU nodes, then wait
+            from ray.autoscaler.sdk import request_resources
+
+            printer(f"waiting up to {wait:g} s for {gpus:g} GPUs (the cluster has {have:g} now)")
+            request_resources(bundles=[{"GPU": 1}] * math.ceil(gpus))
+            end = time.time() + wait
+            while have < gpus and time.time() < end:
+                time.sleep(min(5.0, max(0.1, end - time.time())))
+                have = ray.cluster_resources().get("GPU", 0)
+            request_resources(bundles=[])  # from here on, queued trials keep the nodes
         if gpus > have:
             ray.shutdown()
             raise ConfigError(f"--gpus {gpus:g}: the Ray cluster at {address} has {have:g} GPUs; pass "
-                              f"--gpus {have:g} or fewer (0 = CPU only)")
+                              f"--gpus {have:g} or fewer (0 = CPU only)"
+                              + ("" if wait else ", or set TFKD_GPU_WAIT_S=SECONDS to wait for an "
+                                 "autoscaler to add GPU nodes"))
+        if storage_dir is not None:
+            try:
+                check_shared_storage(ray, storage_dir, printer)
+            except ConfigError:
+                ray.shutdown()
+                raise
         return ray
-    if gpus:
-        import torch
-
-        have = torch.cuda.device_count()
-        if gpus > have:
-            raise ConfigError(f"--gpus {gpus:g}: this machine has {have} CUDA GPUs; pass --gpus {have} "
-                              f"or fewer (0 = CPU only), or --address to use a Ray cluster")
+    check_local_gpus(gpus)
     # An embedded instance serves this machine only: with this switch Ray takes 127.0.0.1 as the
     # node address and binds its servers to loopback instead of every interface.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -313,6 +472,7 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
                storage: str = "./tfkd_runs", name: str | None = None, resume: bool = False,
                mlflow_uri: str | None = None, printer: Printer = print) -> SearchOutcome:
     """Run (or resume) a search and export its best configs."""
+    preflight(address, gpus, mlflow_uri)
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
     from ray.tune.schedulers import ASHAScheduler
@@ -335,10 +495,10 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
         if uri is None:
             raise ConfigError("--mlflow-uri is required when --storage is an object-store URI")
         check_reachable(uri)
+        ray = init_ray(address, gpus, printer, storage_dir=run_dir)  # first: no MLflow run if it fails
         tracker = Tracker(uri, name)
         parent_id = tracker.start_parent(state["key"], f"search-{name}",
                                          tags={"tfkd.space": space.spec.name})
-        ray = init_ray(address, gpus, printer)
     except BaseException:
         if created_dir and run_dir is not None and not any(p.name != "mlflow.db"
                                                            for p in run_dir.iterdir()):
@@ -400,7 +560,8 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
             param_space={k: to_tune(d) for k, d in space.params.items()},
             tune_config=TuneConfig(metric=metric, mode=mode, search_alg=searcher,
                                    scheduler=scheduler, num_samples=s.num_samples,
-                                   trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+                                   trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+                                   reuse_actors=True),  # torch imports once per actor, not per trial
             run_config=RunConfig(
                 name=name, storage_path=storage_root, verbose=0, callbacks=[callback],
                 failure_config=FailureConfig(max_failures=s.max_failures),
@@ -424,6 +585,18 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
         for p in exported:
             tracker.log_artifact(parent_id, p, "best")
         tracker.log_artifact(parent_id, run_dir / "trials.parquet")
+        step = "written"
+        try:  # the report is a bonus: it must never make a finished search fail
+            from .report import report_files, write_report
+
+            index = write_report(run_dir, log_mlflow=False, warn=lambda m: printer(f"warning: {m}"))
+            step = "logged to MLflow"
+            for p in report_files(index):
+                tracker.log_artifact(parent_id, p, "report")
+            printer(f"report: {index}")
+        except Exception as err:  # noqa: BLE001
+            printer(f"warning: the report could not be {step} ({type(err).__name__}: {err}); the "
+                    f"search is saved, retry with 'tfkd-search report {run_dir}'")
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     best = _best_row(trials, metric, mode)
     summary = {"wall_seconds": wall, "trials": len(trials),
