@@ -108,6 +108,70 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode
     train(cfg, report=report, resume=state or False)
 
 
+RUNGS_FILE = "asha_rungs.json"
+
+
+def make_asha(*, rungs_file: Path | None, **kwargs: Any) -> Any:
+    """ASHA whose rung records survive a driver crash.
+
+    Ray restores the scheduler from the pickle taken when the experiment started, so its rung
+    records are empty after `Tuner.restore` (ray-project/ray#30838): resumed trials would then be
+    compared against nothing. This ASHA writes its records to `rungs_file` (atomically) whenever they
+    change and reads them back the first time it sees a trial after a restore.
+    """
+    from ray.tune.schedulers import ASHAScheduler
+
+    class ResumableASHA(ASHAScheduler):
+        def __init__(self, rungs_file: Path | None, **kw: Any) -> None:
+            super().__init__(**kw)
+            self._rungs_file = str(rungs_file) if rungs_file else None
+            self._rungs_loaded = False
+
+        def _load_rungs(self) -> None:
+            self._rungs_loaded = True
+            if not self._rungs_file or not Path(self._rungs_file).exists():
+                return
+            saved = json.loads(Path(self._rungs_file).read_text())
+            for bracket, rungs in zip(self._brackets, saved):
+                for (milestone, recorded), (m2, values) in zip(bracket._rungs, rungs):
+                    if float(milestone) == float(m2):
+                        for trial_id, value in values.items():
+                            recorded.setdefault(trial_id, value)
+
+        def _save_rungs(self) -> None:
+            if self._rungs_file:
+                atomic_write_json(self._rungs_file, [
+                    [[m, {k: float(v) for k, v in rec.items()}] for m, rec in b._rungs]
+                    for b in self._brackets])
+
+        def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+            if not self._rungs_loaded:
+                self._load_rungs()
+            super().on_trial_add(tune_controller, trial)
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            if not self._rungs_loaded:
+                self._load_rungs()
+            if trial.trial_id not in self._trial_info:  # restored trial: one bracket is enough
+                self._trial_info[trial.trial_id] = self._brackets[0]
+            before = [len(r) for b in self._brackets for _, r in b._rungs]
+            action = super().on_trial_result(tune_controller, trial, result)
+            if before != [len(r) for b in self._brackets for _, r in b._rungs]:
+                self._save_rungs()
+            return action
+
+        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+            if trial.trial_id not in self._trial_info:
+                self._trial_info[trial.trial_id] = self._brackets[0]
+            super().on_trial_complete(tune_controller, trial, result)
+            self._save_rungs()
+
+        def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+            self._trial_info.pop(trial.trial_id, None)
+
+    return ResumableASHA(rungs_file, **kwargs)
+
+
 # ------------------------------------------------------------------------------------------------
 # Driver-side callback: progress lines and MLflow child runs
 
@@ -475,7 +539,6 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
     preflight(address, gpus, mlflow_uri)
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -551,9 +614,10 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
         else:
             searcher = BasicVariantGenerator(random_state=s.searcher.seed,
                                              max_concurrent=conc or 0)
-        scheduler = (ASHAScheduler(time_attr="epoch", max_t=space.budget,
-                                   grace_period=s.scheduler.grace_period,
-                                   reduction_factor=s.scheduler.reduction_factor)
+        scheduler = (make_asha(time_attr="epoch", max_t=space.budget,
+                               grace_period=s.scheduler.grace_period,
+                               reduction_factor=s.scheduler.reduction_factor,
+                               rungs_file=run_dir / RUNGS_FILE if run_dir is not None else None)
                      if s.scheduler.kind == "asha" else None)
         tuner = Tuner(
             trainable,
