@@ -74,8 +74,10 @@ def endless(batches: Batches):
         epoch += 1
 
 
-def run_ours(args: argparse.Namespace, device: torch.device, graphs: bool, batch: int) -> dict:
-    torch.manual_seed(0)
+def setup_ours(args: argparse.Namespace, device: torch.device, graphs: bool, batch: int,
+               seed: int = 0):
+    """The trainer's own pieces: device-resident Batches and a StepRunner (graphs on CUDA)."""
+    torch.manual_seed(seed)
     cuda = device.type == "cuda"
     info = DatasetInfo("bench", args.classes, 3, args.size, MEAN, STD, 4, True)
     x, y = make_data(args.images, args.classes, args.size)
@@ -86,10 +88,14 @@ def run_ours(args: argparse.Namespace, device: torch.device, graphs: bool, batch
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
                           **({"fused": True} if cuda else {"foreach": True}))
     runner = StepRunner(model, None, opt, loss_fn, device, bf16=cuda, graphs=graphs)
-    b = Batches(x, y, batch_size=batch, device=device, info=info, train=True,
-                channels_last=cuda, drop_last=True)
-    it = endless(b)
-    if cuda:
+    batches = Batches(x, y, batch_size=batch, device=device, info=info, train=True,
+                      channels_last=cuda, drop_last=True)
+    return runner, endless(batches)
+
+
+def run_ours(args: argparse.Namespace, device: torch.device, graphs: bool, batch: int) -> dict:
+    runner, it = setup_ours(args, device, graphs, batch)
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rates = time_loop(lambda xb, yb: runner(xb, yb, 0.1), it, args.steps, args.warmup,
                       args.repeats, batch, device)
@@ -152,20 +158,12 @@ def run_classic(args: argparse.Namespace, device: torch.device) -> dict:
 def run_streams(args: argparse.Namespace, device: torch.device, k: int) -> dict:
     """K trials in ONE process, each with its own model, optimizer and CUDA graph, replayed on its
     own CUDA stream so that the GPU can overlap their kernels (separate processes only time-slice)."""
-    cuda = device.type == "cuda"
-    info = DatasetInfo("bench", args.classes, 3, args.size, MEAN, STD, 4, True)
-    x, y = make_data(args.images, args.classes, args.size)
     runners, iters, streams = [], [], []
     torch.cuda.reset_peak_memory_stats(device)
     for i in range(k):
-        torch.manual_seed(i)
-        model = build_model(args.model, args.classes, 3).to(device).to(
-            memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
-                              fused=True)
-        runners.append(StepRunner(model, None, opt, loss_fn, device, bf16=cuda, graphs=True))
-        iters.append(endless(Batches(x, y, batch_size=args.batch, device=device, info=info,
-                                     train=True, channels_last=True, drop_last=True)))
+        runner, it = setup_ours(args, device, graphs=True, batch=args.batch, seed=i)
+        runners.append(runner)
+        iters.append(it)
         streams.append(torch.cuda.Stream(device))
 
     def step_all() -> None:
@@ -173,7 +171,6 @@ def run_streams(args: argparse.Namespace, device: torch.device, k: int) -> dict:
             with torch.cuda.stream(s):
                 r(*next(it), 0.1)
 
-    torch.backends.cudnn.benchmark = True
     for _ in range(max(args.warmup, 5)):
         step_all()
     torch.cuda.synchronize()
@@ -215,23 +212,11 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
 def worker(args: argparse.Namespace) -> None:
     device = resolve(args.device)
     torch.set_num_threads(1)
-    res = {}
     graphs = args.worker == "graph"
 
     # warm up fully, then wait until every worker is ready so that the timed windows overlap
-    torch.manual_seed(0)
+    runner, it = setup_ours(args, device, graphs, args.batch)
     cuda = device.type == "cuda"
-    info = DatasetInfo("bench", args.classes, 3, args.size, MEAN, STD, 4, True)
-    x, y = make_data(args.images, args.classes, args.size)
-    model = build_model(args.model, args.classes, 3).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
-                          **({"fused": True} if cuda else {"foreach": True}))
-    runner = StepRunner(model, None, opt, loss_fn, device, bf16=cuda, graphs=graphs)
-    it = endless(Batches(x, y, batch_size=args.batch, device=device, info=info, train=True,
-                         channels_last=cuda, drop_last=True))
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(max(args.warmup, 5)):
         runner(*next(it), 0.1)
