@@ -254,9 +254,15 @@ def _load_cifar(info: DatasetInfo, data_dir, *, with_test: bool, download: bool)
             f"or point --data-dir at the folder that holds {cls.base_folder}/."
         )
     if missing:
+        from filelock import FileLock
+
         try:
             root.mkdir(parents=True, exist_ok=True)
-            cls(root=str(root), train=True, download=True)
+            # Trials on one node (or every node, on shared storage) start together: one downloads,
+            # the others wait for the lock and then find the files.
+            with FileLock(str(root / ".tfkd-download.lock")):
+                if any(not (folder / f).is_file() for f in expected):
+                    cls(root=str(root), train=True, download=True)
         except Exception as exc:  # network, disk, bad archive: all the user's to fix
             raise DataError(
                 f"downloading {pretty} into {str(root)!r} failed: {exc}. Check the network, or fetch "

@@ -1,0 +1,609 @@
+"""Running on a Ray cluster: the launcher configs (Ray's own validation, no cloud calls), the
+storage check, the CIFAR download lock, and a real multi-node Ray on 127.0.0.1 (a head and workers
+started with `ray start`, token auth, a search submitted with `ray job submit`, a worker node killed
+mid-search, a node that cannot see the storage folder)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from _proc import kill_tree, ray_processes, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RAY = str(BIN / "ray")
+TFKD = str(BIN / "tfkd-search")
+
+
+# ------------------------------------------------------------------------------------------------
+# The launcher configs, through Ray's own config preparation and schema validation
+
+
+def ray_validated(doc: dict) -> dict:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = prepare_config(doc)
+    validate_config(cfg)
+    return cfg
+
+
+def onprem_doc() -> dict:
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)]
+    local = [b for b in blocks if isinstance(b, dict) and b.get("provider", {}).get("type") == "local"]
+    assert len(local) == 1, "docs/cluster.md should hold exactly one on-premises (local provider) YAML"
+    return local[0]
+
+
+def _ray_commands_use_token_auth(commands: list[str]) -> bool:
+    ray_cmds = [c for c in commands if re.search(r"\bray (start|stop)\b", c)]
+    return any("ray start" in c for c in ray_cmds) and all("RAY_AUTH_MODE=token" in c for c in ray_cmds)
+
+
+def test_cluster_yaml_passes_ray_validation():
+    cfg = ray_validated(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
+    assert cfg["provider"]["type"] == "aws"
+    head = cfg["available_node_types"][cfg["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}  # the head runs no trials
+    assert head["max_workers"] == 0
+    (worker_type,) = [t for t in cfg["available_node_types"] if t != cfg["head_node_type"]]
+    worker = cfg["available_node_types"][worker_type]
+    assert worker["min_workers"] == 0 and worker["max_workers"] >= 1  # autoscaling GPU workers
+    assert worker["node_config"]["InstanceType"].startswith(("g", "p"))  # a GPU instance family
+    mounts = cfg["file_mounts"]
+    for local in ("./pyproject.toml", "./README.md", "./tfkd_search", "./search_spaces"):
+        assert local in mounts.values() and (ROOT / local).exists()
+    assert mounts["~/.ray/auth_token"] == "~/.ray/auth_token"  # one token for every node
+    # setup_commands are merged into both roles: every node installs the synced project
+    for role in ("head_setup_commands", "worker_setup_commands"):
+        assert any("pip install" in c and "-e ~/tfkd-search" in c for c in cfg[role]), role
+    for role in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert _ray_commands_use_token_auth(cfg[role]), role
+    head_start = " ".join(cfg["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
+    assert "mlflow server --host 127.0.0.1" in " ".join(head_start.split())
+
+
+def test_cluster_yaml_marks_every_value_to_adapt():
+    lines = (ROOT / "cluster.yaml").read_text().splitlines()
+
+    def marked(pattern: str) -> None:
+        hits = [ln for ln in lines if re.search(pattern, ln)]
+        assert hits and all("ADAPT" in ln for ln in hits), (pattern, hits)
+
+    for key in (r"^\s+region:", r"availability_zone:", r"InstanceType:", r"ImageId:", r"ssh_user:",
+                r"^max_workers:", r"REPLACE-ACCOUNT-ID"):
+        marked(key)
+    text = "\n".join(lines)
+    assert "ADAPT: keep ray== equal" in text and 'ray[default,tune]==' in text  # the pinned Ray
+    # the storage choice: an NFS server or an S3 bucket, both flagged
+    assert re.search(r"ADAPT: REPLACE-NFS-HOST", text) and "s3://BUCKET" in text
+
+
+def test_onprem_snippet_passes_ray_validation():
+    doc = onprem_doc()
+    cfg = ray_validated(doc)
+    (node_type,) = cfg["available_node_types"]
+    assert node_type == "local.cluster.node"
+    assert cfg["max_workers"] == len(doc["provider"]["worker_ips"])
+    assert _ray_commands_use_token_auth(cfg["head_start_ray_commands"])
+    assert _ray_commands_use_token_auth(cfg["worker_start_ray_commands"])
+    assert "--num-cpus=0" in " ".join(cfg["head_start_ray_commands"])
+    assert doc["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert any("-e ~/tfkd-search" in c for c in cfg["worker_setup_commands"])
+
+
+def test_ray_validation_rejects_a_broken_config():
+    """The validation above is real: a typo in a key fails it."""
+    doc = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    doc["setup_command"] = doc.pop("setup_commands")
+    with pytest.raises(Exception, match="setup_command"):
+        ray_validated(doc)
+    doc = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    doc["available_node_types"]["worker.gpu"]["min_worker"] = 1
+    with pytest.raises(Exception, match="min_worker"):
+        ray_validated(doc)
+
+
+# ------------------------------------------------------------------------------------------------
+# The shared-storage decision (the real multi-node path runs in the cluster tests below)
+
+
+def test_storage_verdict_passes_when_every_node_sees_the_marker():
+    from tfkd_search.search import storage_verdict
+
+    assert storage_verdict("/mnt/nfs/runs", {"10.0.0.1 (aa)": True, "10.0.0.2 (bb)": True}) is None
+
+
+def test_storage_verdict_names_the_blind_nodes_and_what_to_pass():
+    from tfkd_search.search import storage_verdict
+
+    why = storage_verdict("/home/u/runs", {"10.0.0.1 (aa)": True, "10.0.0.2 (bb)": False,
+                                           "10.0.0.3 (cc)": False})
+    assert why.startswith("--storage /home/u/runs: is local to the head node")
+    assert "10.0.0.2 (bb), 10.0.0.3 (cc)" in why and "10.0.0.1" not in why
+    assert "NFS" in why and "s3://bucket/prefix" in why and "gs://" in why
+
+
+def test_storage_verdict_does_not_fail_on_nodes_that_did_not_answer():
+    from tfkd_search.search import storage_verdict
+
+    assert storage_verdict("/x", {"a": True, "b": None}) is None
+
+
+def test_storage_verdict_on_an_autoscaling_cluster_with_only_a_trial_less_head():
+    from tfkd_search.search import storage_verdict
+
+    why = storage_verdict("/home/u/runs", {"head": True}, trials_elsewhere=True, fs_type="ext4")
+    assert why and "local ext4 disk" in why and "s3://" in why
+    for shared in ("nfs4", "lustre", "fuse.s3fs", None):  # shared or unknown: let it run
+        assert storage_verdict("/mnt/x", {"head": True}, trials_elsewhere=True, fs_type=shared) is None
+    assert storage_verdict("/home/u/runs", {"head": True}, fs_type="ext4") is None  # head trains too
+
+
+def test_fs_type_reads_the_mount_table():
+    from tfkd_search.search import _fs_type
+
+    if not Path("/proc/mounts").exists():
+        pytest.skip("no /proc/mounts")
+    assert _fs_type(Path("/proc/self")) == "proc"
+    assert _fs_type(Path("/")) is not None
+
+
+N1, N2 = "a1" * 28, "b2" * 28  # Ray node ids are hex
+
+
+class FakeRay:
+    """Just enough of `ray` for check_shared_storage: nodes, pinned tasks, wait/get/cancel."""
+
+    class exceptions:  # noqa: N801 - mirrors ray.exceptions
+        RayError = RuntimeError
+
+    def __init__(self, nodes: dict[str, dict], blind: set[str] = frozenset(), driver: str = N1):
+        self._nodes, self._blind, self._driver, self.probed = nodes, blind, driver, []
+
+    def nodes(self) -> list[dict]:
+        return [{"NodeID": nid, "Alive": True, "NodeManagerAddress": f"10.0.0.{i}", "Resources": res}
+                for i, (nid, res) in enumerate(self._nodes.items(), 1)]
+
+    def get_runtime_context(self):
+        return type("Ctx", (), {"get_node_id": lambda _: self._driver})()
+
+    def remote(self, **_):
+        fake = self
+
+        class Task:
+            def __init__(self, fn, node=None):
+                self.fn, self.node = fn, node
+
+            def options(self, scheduling_strategy):
+                return Task(self.fn, scheduling_strategy.node_id)
+
+            def remote(self, *args):
+                fake.probed.append(self.node)
+                return ("ref", self.node, False if self.node in fake._blind else self.fn(*args))
+
+        return lambda fn: Task(fn)
+
+    def wait(self, refs, num_returns, timeout):
+        return refs, []
+
+    def get(self, ref):
+        return ref[2]
+
+    def cancel(self, ref, force):
+        pass
+
+
+def test_check_shared_storage_probes_every_node_and_cleans_up(tmp_path, monkeypatch):
+    from tfkd_search import search
+    from tfkd_search.errors import ConfigError
+
+    run_dir = tmp_path / "runs" / "x"
+    run_dir.mkdir(parents=True)
+    said: list[str] = []
+    two = {N1: {"CPU": 0.0}, N2: {"CPU": 4.0, "GPU": 1.0}}
+    fake = FakeRay(two)
+    search.check_shared_storage(fake, run_dir, said.append)
+    assert sorted(fake.probed) == [N1, N2]
+    assert said == [f"--storage {tmp_path / 'runs'}: visible from all 2 Ray nodes"]
+    with pytest.raises(ConfigError, match=r"the Ray nodes 10\.0\.0\.2 \(b2b2b2b2\) cannot see"):
+        search.check_shared_storage(FakeRay(two, blind={N2}), run_dir, said.append)
+    assert not list(run_dir.iterdir())  # the marker is gone, pass or fail
+    # one node that trains itself: nothing to check
+    fake = FakeRay({N1: {"CPU": 8.0}})
+    search.check_shared_storage(fake, run_dir, said.append)
+    assert fake.probed == []
+    # only a head without CPUs/GPUs yet (autoscaling): a local disk type is refused, a shared one is not
+    monkeypatch.setattr(search, "_fs_type", lambda path: "ext4")
+    with pytest.raises(ConfigError, match="local ext4 disk of the head node"):
+        search.check_shared_storage(FakeRay({N1: {"CPU": 0.0}}), run_dir, said.append)
+    monkeypatch.setattr(search, "_fs_type", lambda path: "nfs4")
+    search.check_shared_storage(FakeRay({N1: {"CPU": 0.0}}), run_dir, said.append)
+    assert not list(run_dir.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# One CIFAR download per node: trials that start together take turns on a file lock
+
+
+def _load_with_download(root: str) -> None:
+    from tfkd_search.data import load_splits
+
+    load_splits("cifar10", Path(root), download=True, val_fraction=0.0)
+
+
+def test_cifar_download_runs_once_when_processes_race(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+    from test_data import make_fake_cifar10
+
+    root, calls = tmp_path / "data", tmp_path / "calls.txt"
+
+    def slow_download(url, download_root, filename=None, md5=None, **kw):
+        with open(calls, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(1.0)  # long enough that the other processes arrive meanwhile
+        make_fake_cifar10(Path(download_root))
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", slow_download)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_load_with_download, args=(str(root),)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert len(calls.read_text().splitlines()) == 1
+    assert (root / ".tfkd-download.lock").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# A real cluster on this machine: a head (no CPUs) and worker nodes, each its own `ray start`
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_STATE = """
+import json, sys
+from ray.util.state import list_actors, list_nodes
+addr = sys.argv[1]
+nodes = list_nodes(address=addr, detail=True, limit=1000)
+name = {n.node_id: next((k[5:] for k in n.resources_total if k.startswith("node_")), "head")
+        for n in nodes}
+alive = {name[n.node_id]: n.node_id for n in nodes if n.state == "ALIVE"}
+pids = {str(a.pid): name.get(a.node_id) for a in list_actors(address=addr, detail=True, limit=10000)
+        if a.pid}
+print(json.dumps({"alive": alive, "pids": pids}))
+"""
+
+
+class LocalCluster:
+    """Ray nodes on 127.0.0.1, each a `ray start --block` in its own session, ports and temp dir."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="tc", dir="/tmp"))  # short: AF_UNIX paths
+        token = self.base / "token"
+        token.write_text(secrets.token_hex(32))
+        env = dict(os.environ)
+        for var in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS", "RAY_AUTH_TOKEN",
+                    "TFKD_RAY_TMPDIR", "TFKD_GPU_WAIT_S"):
+            env.pop(var, None)  # the first one set to 0 would stop `ray start --address`
+        env.update({
+            # token auth everywhere, one token (as cluster.yaml does with ~/.ray/auth_token)
+            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+            # `ray job submit -- tfkd-search` resolves on the PATH of the head's processes
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+            # notice a killed node in seconds, not half a minute
+            "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "2000",
+            "RAY_health_check_failure_threshold": "5",
+        })
+        self.env = env
+        self.gcs, self.dash = _free_port(), _free_port()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._worker_ports = 20000 + 500 * (os.getpid() % 20)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs}"
+
+    def _node_args(self, name: str) -> list[str]:
+        lo = self._worker_ports + 100 * len(self.procs)
+        return ["--node-ip-address", "127.0.0.1", "--temp-dir", str(self.base / name),
+                "--dashboard-agent-listen-port", str(_free_port()),
+                "--dashboard-agent-grpc-port", str(_free_port()),
+                "--metrics-export-port", str(_free_port()),
+                "--runtime-env-agent-port", str(_free_port()),
+                "--min-worker-port", str(lo), "--max-worker-port", str(lo + 99),
+                "--object-store-memory", str(100 * 2**20), "--disable-usage-stats", "--block"]
+
+    def _popen(self, name: str, cmd: list[str]) -> None:
+        log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115 - closed by the OS at exit
+        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, cwd=self.base)
+
+    def state(self) -> dict:
+        res = subprocess.run([sys.executable, "-c", _STATE, self.address], env=self.env,
+                             capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            return {"alive": {}, "pids": {}, "error": res.stderr[-1000:]}
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    def _wait_alive(self, names: set[str]) -> None:
+        def up() -> bool:
+            return names <= set(self.state()["alive"])
+
+        wait_for(up, 90, interval=0.5, what=f"Ray nodes {sorted(names)}")
+
+    def start_head(self) -> None:
+        self._popen("head", [RAY, "start", "--head", "--port", str(self.gcs), "--num-cpus", "0",
+                             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                             "--dashboard-port", str(self.dash),
+                             "--ray-client-server-port", str(_free_port()), *self._node_args("head")])
+        self._wait_alive({"head"})
+
+    def add_worker(self, name: str, prefix: list[str] | None = None) -> None:
+        """One at a time: same-host workers started together fight over socket names."""
+        self._popen(name, [*(prefix or []), RAY, "start", "--address", self.address, "--num-cpus", "1",
+                           "--resources", json.dumps({f"node_{name}": 1}), *self._node_args(name)])
+        self._wait_alive({name})
+
+    def node_of_live_pid(self, pid: int) -> str | None:
+        """The node whose raylet is an ancestor of `pid` (its command line holds the node's temp dir)."""
+        try:
+            for parent in psutil.Process(pid).parents():
+                line = " ".join(parent.cmdline())
+                for name in self.procs:
+                    if f"{self.base / name}/" in line or f"--temp-dir {self.base / name} " in line:
+                        return name
+        except psutil.Error:
+            return None
+        return None
+
+    def kill_node(self, name: str) -> None:
+        """A crash: SIGKILL the node's whole process tree."""
+        leader = self.procs[name]
+        pids = {leader.pid} | {c.pid for c in psutil.Process(leader.pid).children(recursive=True)}
+        pids |= ray_processes(f"{self.base / name}/") | ray_processes(f"--temp-dir {self.base / name}")
+        kill_tree(pids - {os.getpid()})
+        leader.wait(timeout=30)
+
+    def stop_node(self, name: str) -> None:
+        """A clean stop: SIGTERM to the `ray start --block` leader only."""
+        p = self.procs[name]
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def stop(self) -> None:
+        for name in [n for n in self.procs if n != "head"] + ["head"]:
+            if name in self.procs:
+                self.stop_node(name)
+        leftovers = ray_processes(str(self.base)) - {os.getpid()}
+        kill_tree(leftovers)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def submit(self, workdir: Path, args: list[str], *, timeout: float = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{self.dash}",
+                               "--working-dir", str(workdir), "--", *args], env=env or self.env,
+                              cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = LocalCluster()
+    try:
+        c.start_head()
+        c.add_worker("w1")
+        c.add_worker("w2")
+        yield c
+    finally:
+        c.stop()
+    assert not ray_processes(str(c.base)) - {os.getpid()}, "processes of the test cluster survived"
+
+
+def _space(workdir: Path, name: str, base: dict, taus: list[float], **search) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    doc = {"name": name, "base": base,
+           "search": {"params": {"loss.tau": {"kind": "grid", "values": taus}},
+                      "searcher": {"kind": "grid"}, "scheduler": {"kind": "none"},
+                      "resources": {"cpu": 1, "gpu": 0}, **search},
+           "export": {"top_k": 1, "seeds": [0], "epochs": base["schedule"]["epochs"]}}
+    (workdir / "space.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return workdir
+
+
+DIGITS = {"model": "tiny_cnn", "method": "tfkd_reg", "data": {"dataset": "digits", "val_fraction": 0.2},
+          "optim": {"lr": 0.1, "batch_size": 64},
+          "schedule": {"epochs": 3, "milestones": [2], "warmup_epochs": 1}}
+
+
+def _results(trial_dir: Path) -> list[dict]:
+    f = trial_dir / "result.json"
+    if not f.exists():
+        return []
+    out = []
+    for line in f.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            pass
+    return out
+
+
+def _mlflow_children(storage: Path, experiment: str) -> tuple[object, list]:
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tfkd.role") == "search"]
+    assert len(parents) == 1
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], kids
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_job_submitted_search_runs_trials_on_every_worker(cluster, tmp_path):
+    wd = _space(tmp_path / "job", "spread", DIGITS, [1.0, 2.0, 4.0, 8.0])
+    storage = tmp_path / "runs"
+    # `tfkd-search` resolves on the PATH of the head's processes, as on a cluster made by cluster.yaml
+    res = cluster.submit(wd, ["tfkd-search", "--space", "space.yaml", "--address", "auto",
+                              "--storage", str(storage), "--name", "spread"])
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "succeeded" in out, out[-4000:]
+    assert "visible from all 3 Ray nodes" in out  # the storage check ran on the cluster and passed
+    run_dir = storage / "spread"
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 4 and (trials["status"] == "completed").all() and (trials["epochs"] == 3).all()
+    # every trial ran on a worker, and both workers ran trials (the head has no CPUs)
+    placed = cluster.state()["pids"]
+    nodes = {placed.get(str(r["pid"])) for d in run_dir.glob("trial_*") for r in _results(d)}
+    assert nodes == {"w1", "w2"}, (nodes, placed)
+    parent, kids = _mlflow_children(storage, "spread")
+    assert parent.info.status == "FINISHED" and len(kids) == 4
+    assert {k.info.status for k in kids} == {"FINISHED"}
+    # token auth is on: a client with another token is turned away
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text(secrets.token_hex(32))
+    res = subprocess.run([RAY, "job", "list", "--address", f"http://127.0.0.1:{cluster.dash}"],
+                         env={**cluster.env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode != 0, res.stdout[-1000:]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_worker_node_killed_mid_search_trials_continue_on_the_other(cluster, tmp_path):
+    # slow enough epochs (~1 s) to kill a node in the middle of a trial
+    base = {**DIGITS, "data": {"dataset": "synthetic", "synthetic_size": 12000, "val_fraction": 0.1},
+            "schedule": {"epochs": 6, "milestones": [5], "warmup_epochs": 1}}
+    wd = _space(tmp_path / "job", "nodekill", base, [1.0, 2.0, 4.0, 8.0], max_failures=3)
+    storage = tmp_path / "runs"
+    run_dir = storage / "nodekill"
+    log = open(tmp_path / "job.log", "w")  # noqa: SIM115
+    job = subprocess.Popen([RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dash}",
+                            "--working-dir", str(wd), "--", "tfkd-search", "--space", "space.yaml",
+                            "--address", "auto", "--storage", str(storage), "--name", "nodekill"],
+                           env=cluster.env, cwd=wd, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    victim: dict = {}
+    try:
+        def a_trial_mid_way_on_w2() -> bool:
+            for d in run_dir.glob("trial_*"):
+                lines = _results(d)
+                if lines and 2 <= lines[-1]["epoch"] <= 4 \
+                        and cluster.node_of_live_pid(lines[-1]["pid"]) == "w2":
+                    victim.update(dir=d, epoch=lines[-1]["epoch"])
+                    return True
+            return False
+
+        wait_for(a_trial_mid_way_on_w2, 240, interval=0.2, what="a trial at epoch 2-4 on node w2")
+        finished_before = {d.name: len(_results(d)) for d in run_dir.glob("trial_*")
+                           if any(r["epoch"] == 6 for r in _results(d))}
+        cluster.kill_node("w2")
+        assert job.wait(timeout=300) == 0, (tmp_path / "job.log").read_text()[-4000:]
+    finally:
+        if job.poll() is None:
+            job.kill()
+        log.close()
+    assert "succeeded" in (tmp_path / "job.log").read_text()
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert (trials["status"] == "completed").all() and (trials["epochs"] == 6).all(), trials
+    for d in run_dir.glob("trial_*"):
+        epochs = [r["epoch"] for r in _results(d)]
+        assert epochs.count(1) == 1 and epochs[-1] == 6, (d.name, epochs)  # never restarted from 0
+    for name, n in finished_before.items():  # completed trials were not run again
+        assert len(_results(run_dir / name)) == n
+    lines = _results(victim["dir"])
+    restarts = [r for r in lines[1:] if r["iterations_since_restore"] == 1]
+    assert restarts and 1 < restarts[0]["epoch"] <= victim["epoch"] + 1, lines
+    placed = cluster.state()["pids"]
+    assert placed.get(str(lines[-1]["pid"])) == "w1"  # resumed on the surviving node
+    assert placed.get(str(lines[0]["pid"])) == "w2"
+    parent, kids = _mlflow_children(storage, "nodekill")
+    assert len(kids) == 4 and {k.info.status for k in kids} == {"FINISHED"}
+    assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_gpu_wait_from_the_job_entrypoint_then_a_clear_error(cluster, tmp_path):
+    wd = _space(tmp_path / "job", "gpuwait", DIGITS, [1.0])
+    t0 = time.time()
+    res = cluster.submit(wd, ["TFKD_GPU_WAIT_S=3", "tfkd-search", "--space", "space.yaml", "--gpus", "1",
+                              "--address", "auto", "--storage", str(tmp_path / "runs")], timeout=180)
+    out = res.stdout + res.stderr
+    assert "waiting up to 3 s for 1 GPUs (the cluster has 0 now)" in out, out[-3000:]
+    assert "--gpus 1: the Ray cluster at auto has 0 GPUs" in out
+    assert res.returncode != 0 and "failed" in out
+    assert time.time() - t0 < 150
+
+
+def _unshare_prefix() -> list[str] | None:
+    """A command prefix that runs its command in a private mount namespace, or None."""
+    if not shutil.which("unshare"):
+        return None
+    prefix = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
+    with tempfile.TemporaryDirectory(prefix="ns", dir="/tmp") as d:
+        ok = subprocess.run([*prefix, "sh", "-c", f"mount -t tmpfs tmpfs {d}"],
+                            capture_output=True, timeout=30).returncode == 0
+    return prefix if ok else None
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_storage_a_node_cannot_see_is_refused_before_training(cluster, tmp_path):
+    prefix = _unshare_prefix()
+    if prefix is None:
+        pytest.skip("needs unshare -m (a private mount namespace) for a node that cannot see the folder")
+    storage = tmp_path / "store"
+    storage.mkdir()
+    # Node "blind" sees an empty private tmpfs at the storage path: like a machine of its own
+    cluster.add_worker("blind", prefix=[*prefix, "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"',
+                                        str(storage)])
+    try:
+        blind_id = cluster.state()["alive"]["blind"]
+        wd = _space(tmp_path / "job", "blindtest", DIGITS, [1.0])
+        t0 = time.time()
+        res = subprocess.run([TFKD, "--space", "space.yaml", "--address", cluster.address,
+                              "--storage", str(storage), "--name", "blindtest"], env=cluster.env,
+                             cwd=wd, capture_output=True, text=True, timeout=180)
+        elapsed = time.time() - t0
+    finally:
+        cluster.stop_node("blind")
+    err = res.stderr
+    print(err[-1500:])
+    assert res.returncode != 0, res.stdout[-2000:] + err[-2000:]
+    assert f"--storage {storage.resolve()}: is local to the head node" in err, err[-3000:]
+    assert blind_id[:8] in err and "s3://bucket/prefix" in err and "NFS" in err
+    assert elapsed < 120
+    assert not (storage / "blindtest").exists()  # no run folder left behind
+    assert not list(storage.rglob(".tfkd-storage-check-*"))
