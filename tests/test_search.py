@@ -177,8 +177,10 @@ def _result_lines(trial_dir: Path) -> list[dict]:
 
 
 def test_driver_killed_then_resume_runs_every_trial_exactly_once(tmp_path):
-    space = write_space(tmp_path / "grid.yaml", "killme", search=grid_search_block(
-        scheduler={"kind": "none"}))
+    # one trial at a time, each long enough that the kill lands between two finished trials
+    base = {**BASE, "data": {"dataset": "synthetic", "synthetic_size": 3000, "val_fraction": 0.1}}
+    space = write_space(tmp_path / "grid.yaml", "killme", base=base, search=grid_search_block(
+        scheduler={"kind": "none"}, max_concurrent=1))
     run_dir = tmp_path / "runs" / "killme"
     env = cli_env()
     proc = start_cli(["--space", str(space), "--storage", str(tmp_path / "runs")], env,
@@ -189,8 +191,8 @@ def test_driver_killed_then_resume_runs_every_trial_exactly_once(tmp_path):
                 if any(r.get("epoch") == 4 for r in _result_lines(d))]
 
     try:
-        wait_for(lambda: len(finished_trials()) >= 2, 300, what="two finished trials")
-        time.sleep(1.0)  # let the driver record them, then pull the plug mid-search
+        wait_for(lambda: len(finished_trials()) >= 2, 300, interval=0.05,
+                 what="two finished trials")  # then pull the plug mid-search
     finally:
         sigkill_driver(proc, env)
     done_before = {d.name: len(_result_lines(d)) for d in finished_trials()}

@@ -151,20 +151,41 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         print(describe(space, gpus=args.gpus, cpus=os.cpu_count()))
         print("dry run: nothing started")
         return 0
-    from .search import run_search, shutdown
+    from .search import preflight, run_search, shutdown
 
+    if not args.debug:  # a failed trial is reported once by the search (and kept in trials.parquet,
+        # MLflow and the trial's error.txt); Ray Tune would also print its traceback every attempt
+        import logging
+
+        logging.getLogger("ray.tune.execution.tune_controller").addFilter(
+            lambda record: not str(record.msg).startswith("Trial task failed"))
+
+    preflight(args.address, args.gpus, args.mlflow_uri)
+    if not args.address:
+        # Everything runs on this machine: check the base config's teacher checkpoint and dataset
+        # now, not in every trial (on a cluster those files live on the worker nodes).
+        from .runs import preflight as check_inputs, resolve_paths
+
+        check_inputs(resolve_paths(space.base), source=args.space, prefix="base.")
     try:
-        run_search(space, gpus=args.gpus, address=args.address, storage=args.storage,
-                   name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
-                   printer=_printer)
+        outcome = run_search(space, gpus=args.gpus, address=args.address, storage=args.storage,
+                             name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
+                             printer=_printer)
     finally:
         shutdown()
+    trials = outcome.trials
+    if len(trials) and not trials["status"].isin(["completed", "stopped_early"]).any():
+        counts = ", ".join(f"{n} {k}" for k, n in trials["status"].value_counts().items())
+        print(f"tfkd-search: error: no trial finished ({counts}); the reasons are in the 'error' "
+              f"column of {outcome.run_dir / 'trials.parquet'} and the tfkd.error tags of the "
+              f"MLflow trial runs", file=sys.stderr)
+        return 1
     return 0
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     from .config import load_run_config
-    from .runs import prepare_out, resolve_paths, seeds_for, train_seeds
+    from .runs import preflight, prepare_out, resolve_paths, seeds_for, train_seeds
 
     if args.data_dir:
         overrides["data.data_dir"] = os.path.abspath(args.data_dir)
@@ -173,19 +194,29 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     cfg = resolve_paths(load_run_config(args.config, overrides))
     seeds = seeds_for(cfg, args.seeds)
     out = Path(args.out) if args.out else Path(args.storage) / "train" / cfg.name
-    prepare_out(out, seeds, args.resume)
-    tracker = None
+    uri = None
     if not args.no_mlflow:
-        from .tracking import Tracker, check_reachable, default_tracking_uri
+        from .tracking import check_reachable, default_tracking_uri
 
         uri = args.mlflow_uri or default_tracking_uri(args.storage)
         check_reachable(uri)
+    if args.gpus:
+        from .search import check_local_gpus
+
+        check_local_gpus(args.gpus)
+    # teacher and data before any folder or MLflow run exists: a bad input leaves nothing behind
+    data = preflight(cfg, source=args.config)
+    prepare_out(out, seeds, args.resume)
+    tracker = None
+    if uri is not None:
+        from .tracking import Tracker
+
         Path(args.storage).mkdir(parents=True, exist_ok=True)
         tracker = Tracker(uri, cfg.name.rsplit("-rank", 1)[0])
     print(f"training {cfg.model} with {cfg.method} on {cfg.data.dataset}: "
           f"{cfg.schedule.trained_epochs} epochs, seeds {seeds}; run folder {out}", flush=True)
     results = train_seeds(cfg, seeds, out, resume=args.resume, gpus=args.gpus, tracker=tracker,
-                          printer=_printer)
+                          printer=_printer, data=data)
     if args.gpus:
         from .search import shutdown
 

@@ -54,6 +54,9 @@ def write_results(results: Any, space: Any, run_dir: Path | None, *, budget: int
             hist.append(h)
     trials = pd.DataFrame(rows, columns=["trial_id", "status", "epochs", "best_val_acc",
                                          "last_val_acc", "wall_seconds", "error", *space.params])
+    for k in space.params:  # a column of mixed types (e.g. 0.1 and '1e8') would not fit parquet
+        if trials[k].dtype == object and len({type(v) for v in trials[k] if v is not None}) > 1:
+            trials[k] = trials[k].map(lambda v: v if v is None else str(v))
     history = (pd.concat(hist, ignore_index=True) if hist
                else pd.DataFrame(columns=["trial_id", *HISTORY_COLUMNS]))
     if run_dir is not None:

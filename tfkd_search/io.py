@@ -15,12 +15,29 @@ from .errors import CheckpointError
 CHECKPOINT_FORMAT = "tfkd-search/1"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half.
+
+    The file gets the mode a plain open() would give it (or keeps the mode of the file it replaces),
+    not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o666 & ~_UMASK
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -67,10 +84,12 @@ def load_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> d
         state = torch.load(p, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, KeyError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
         raise CheckpointError(
-            f"{what} {p}: cannot be loaded, the file is truncated, corrupt or not a PyTorch "
-            f"checkpoint ({first[:200]}); re-create it with 'tfkd-search train'") from None
+            f"{what} {p}: cannot be loaded ({p.stat().st_size} bytes), the file is truncated, "
+            f"corrupt or not a PyTorch checkpoint ({detail}); re-create it with 'tfkd-search "
+            f"train'") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
         raise CheckpointError(
             f"{what} {p}: not a tfkd-search checkpoint (expected a dict with format "

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, config_to_dict
+from .config import TEACHER_METHODS, RunConfig, config_to_dict
 from .errors import ConfigError
 
 Printer = Callable[[str], None]
@@ -49,9 +49,50 @@ def prepare_out(out: Path, seeds: list[int], resume: bool) -> None:
                           f"--out or --storage") from None
 
 
+def check_teacher(cfg: RunConfig, source: str = "config", prefix: str = "") -> None:
+    """Load the teacher checkpoint of a kd/tfkd_self config on the CPU: a missing, truncated or
+    mismatched (architecture, class count, channels) file fails here, before any run starts."""
+    if cfg.method not in TEACHER_METHODS or cfg.teacher is None:
+        return
+    import torch
+
+    from .data import dataset_info
+    from .errors import CheckpointError
+    from .io import load_checkpoint
+    from .trainer import load_teacher
+
+    try:
+        path = cfg.teacher.checkpoint
+        held = load_checkpoint(path, "teacher checkpoint").get("model_name")
+        if cfg.teacher.model and held and held != cfg.teacher.model:
+            raise CheckpointError(
+                f"teacher checkpoint {path}: holds a {held!r} but teacher.model is "
+                f"{cfg.teacher.model!r}; set teacher.model: {held} or leave it out (it is read from "
+                f"the checkpoint)")
+        load_teacher(cfg, dataset_info(cfg.data.dataset).in_channels, torch.device("cpu"))
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {prefix}teacher.checkpoint: {err}") from None
+
+
+def preflight(cfg: RunConfig, source: str = "config", prefix: str = "") -> Any:
+    """Check the teacher and load the data of `cfg` before any folder or MLflow run is made, so
+    that a bad checkpoint or a missing dataset fails in seconds and leaves nothing behind.
+    Returns the loaded DataSplits (train() can reuse them)."""
+    from .data import load_splits
+
+    check_teacher(cfg, source, prefix)
+    d = cfg.data
+    return load_splits(d.dataset, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed,
+                       with_test=cfg.evaluate_test, download=d.download,
+                       synthetic_size=d.synthetic_size)
+
+
 def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gpus: float,
-                tracker: Any | None, printer: Printer) -> list[Any]:
-    """Train one run per seed (sequentially, or in parallel through Ray when `gpus` > 0)."""
+                tracker: Any | None, printer: Printer, data: Any = None) -> list[Any]:
+    """Train one run per seed (sequentially, or in parallel through Ray when `gpus` > 0).
+
+    `data`: the splits preflight() loaded (shared by the sequential seeds: the split does not
+    depend on the seed)."""
     from .trainer import train
 
     parent = None
@@ -82,7 +123,8 @@ def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gp
                 if tracker is not None:
                     tracker.log_epoch(run, ep.metrics, ep.epoch)
 
-            res = train(cfgs[seed], run_dir=out / f"seed{seed}", report=report, resume=resume)
+            res = train(cfgs[seed], run_dir=out / f"seed{seed}", report=report, resume=resume,
+                        data=data)
             results.append(res)
             if tracker is not None:
                 tracker.end_child(f"{parent}:seed{seed}", res.status, _final_tags(res))

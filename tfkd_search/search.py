@@ -248,7 +248,7 @@ def _make_callback(tracking: dict[str, Any], params: list[str], budget: int, met
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             msg = _error_text(trial)
-            self.tracker.end_child(trial.trial_id, "errored", {"tfkd.error": msg[:4000]})
+            self.tracker.end_child(trial.trial_id, "errored", {"tfkd.error": _error_tag(msg)})
             self.printer(f"[{_now()}] trial {trial.trial_id} errored: {msg.splitlines()[-1][:200]}")
 
     return SearchCallback()
@@ -262,6 +262,14 @@ def _error_text(trial: Any) -> str:
     except OSError:
         pass
     return str(getattr(trial, "error_msg", None) or "unknown error")
+
+
+def _error_tag(text: str, limit: int = 4000) -> str:
+    """The exception line first, then the end of the traceback (an MLflow tag has a size limit and
+    the exception is the last line of the traceback)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    head = (lines[-1] if lines else "unknown error")[:1000]
+    return head + "\n\n" + text.strip()[-(limit - len(head) - 2):]
 
 
 def _outcome(last: dict[str, Any], error: Any, budget: int) -> str:
@@ -519,8 +527,17 @@ def init_ray(address: str | None, gpus: float, printer: Printer,
         return ray
     check_local_gpus(gpus)
     # An embedded instance serves this machine only: with this switch Ray takes 127.0.0.1 as the
-    # node address and binds its servers to loopback instead of every interface.
+    # node address and binds its servers to loopback instead of every interface. Ray reads it when
+    # it is first imported (run_search sets it before that); if Ray was imported earlier, set the
+    # constant it was read into.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] in ("0", "false", "False"):
+        try:
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        except (ImportError, AttributeError):  # pragma: no cover - a Ray without the switch
+            pass
     tmp = os.environ.get("TFKD_RAY_TMPDIR")
     kwargs: dict[str, Any] = dict(address="local", num_cpus=os.cpu_count(), num_gpus=int(gpus),
                                   include_dashboard=False, log_to_driver=False,
@@ -537,6 +554,8 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
                mlflow_uri: str | None = None, printer: Printer = print) -> SearchOutcome:
     """Run (or resume) a search and export its best configs."""
     preflight(address, gpus, mlflow_uri)
+    if not address:  # embedded Ray on loopback only: must be set before Ray is imported
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter

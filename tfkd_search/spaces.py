@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, ValidationError, model_validator
 
 from .config import (ConfigError, RunConfig, Strict, build_run_config, config_to_dict, flatten,
-                     format_validation_error, read_yaml, with_overrides)
+                     format_validation_error, get_path, read_yaml, with_overrides)
 from .registry import did_you_mean
 
 
@@ -52,7 +52,8 @@ class Uniform(Strict):
     @model_validator(mode="after")
     def _range(self) -> Uniform:
         if not self.low < self.high:
-            raise ValueError(f"need low < high, got low={self.low}, high={self.high}")
+            raise ValueError(f"need low < high, got low={self.low}, high={self.high}; set low below "
+                             f"high (a single value is kind: grid or choice)")
         return self
 
 
@@ -184,7 +185,12 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
     try:
         spec = SearchSpace.model_validate(raw)
     except ValidationError as err:
-        lines = [_fix_loc(x) for x in format_validation_error(source, err)]
+        lines = [_fix_loc(x) for x in format_validation_error(source, err, root=SearchSpace)]
+        if isinstance(raw.get("base"), dict):  # report the base config's problems too, all at once
+            try:
+                build_run_config(raw["base"], source=source, prefix="base")
+            except ConfigError as base_err:
+                lines += str(base_err).split("\n", 1)[-1].strip().split("\n  ")
         raise ConfigError("invalid search space:\n  " + "\n  ".join(lines)) from None
     try:
         base = build_run_config(spec.base, source=source, prefix="base")
@@ -204,12 +210,19 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
                             f"kind: {dist.kind}; use searcher 'random' or 'optuna' to sample it")
         if s.searcher.kind == "optuna" and isinstance(dist, Grid):
             problems.append(f"{where}: searcher 'optuna' cannot take kind: grid; use kind: choice")
+        typed = []
         for value in _corners(dist):
             try:
-                build_run_config(with_overrides(spec.base, {key: value}), source=source)
+                cfg = build_run_config(with_overrides(spec.base, {key: value}), source=source)
             except ConfigError as err:
-                msg = str(err).split("\n", 1)[-1].strip()
+                msg = str(err).split("\n", 1)[-1].strip().removeprefix(f"{source}: ")
                 problems.append(f"{where}: value {value!r} gives an invalid run config: {msg}")
+                continue
+            typed.append(get_path(config_to_dict(cfg), key))
+        if isinstance(dist, (Grid, Choice)) and len(typed) == len(dist.values):
+            # values as the run config types them: YAML reads 1e-4 as the string '1e-4', which the
+            # config accepts as a float; trials, MLflow and trials.parquet must see the float
+            s.params[key] = dist.model_copy(update={"values": typed})
     space = Space(spec, source, base, raw)
     if space.num_trials() > s.max_trials:
         problems.append(f"{source}: search: the grid has {space.num_trials()} trials, more than "
@@ -231,7 +244,7 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
 def _fix_loc(line: str) -> str:
     # pydantic names union members ("search.params.loss.tau.uniform.low"); drop the tag names
     for tag in ("grid", "choice", "uniform", "loguniform", "int"):
-        line = line.replace(f".{tag}.", ".")
+        line = line.replace(f".{tag}.", ".").replace(f".{tag}: ", ": ")
     return line
 
 

@@ -43,9 +43,14 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
                               f"({exc.strerror or exc}); start it (mlflow server --host 127.0.0.1 "
                               f"--port {port}) or pass another --mlflow-uri") from None
     elif parsed.scheme == "sqlite":
-        folder = Path(parsed.path).parent
-        if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
-            raise ConfigError(f"--mlflow-uri {uri}: cannot write to {folder}")
+        # sqlite:////abs/path.db -> /abs/path.db; sqlite:///rel.db -> rel.db (SQLAlchemy's rule)
+        folder = Path(parsed.path[1:] if parsed.path.startswith("/") else parsed.path).parent
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK):
+            raise ConfigError(f"--mlflow-uri {uri}: cannot write the database into {folder} ({probe} "
+                              f"is not a writable folder); pass sqlite:////abs/writable/path/mlflow.db")
     elif parsed.scheme in ("", "file"):
         raise ConfigError(f"--mlflow-uri {uri}: MLflow 3 no longer supports plain file stores; use "
                           f"sqlite:////abs/path/mlflow.db or http://HOST:PORT")
