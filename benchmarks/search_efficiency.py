@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from tfkd_search.search import run_search, shutdown  # noqa: E402
+from tfkd_search.search import init_ray, run_search, shutdown  # noqa: E402
 from tfkd_search.spaces import load_space  # noqa: E402
 
 
@@ -59,6 +59,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tfkd-eff-") as tmp:
         try:
+            init_ray(None, 0, lambda m: None)  # start Ray first: its start-up is not a per-trial cost
             for sched in ("none", "asha"):
                 rows.append(one(Path(args.space), sched, Path(tmp), overrides))
                 print(f"  {sched}: done in {rows[-1]['wall_s']:.1f} s", flush=True)
