@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = argv[0] if argv and argv[0] in SUBCOMMANDS else "search"
     parser = _sub_parser(cmd) if cmd != "search" else _search_parser()
     args = parser.parse_args(argv[1:] if cmd != "search" else argv)
+    _quiet_libraries(args.debug)
     try:
         return _dispatch(cmd, args)
     except TfkdError as err:
@@ -107,6 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tfkd-search: error: {type(err).__name__}: {err} (run with --debug for details)",
               file=sys.stderr)
         return 1
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Library INFO chatter (MLflow's table creation, Tune's state writes) only with --debug."""
+    import logging
+
+    if debug:
+        os.environ["TFKD_DEBUG"] = "1"
+        return
+    for name in ("mlflow", "alembic", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _printer(msg: str) -> None:

@@ -476,6 +476,13 @@ def check_address(address: str, timeout: float = 3.0) -> None:
                         f"embedded Ray") from None
 
 
+def _ray_log_level() -> int:
+    """Ray's own INFO lines (and its token-auth notice) only with --debug: our progress lines say it."""
+    import logging
+
+    return logging.INFO if os.environ.get("TFKD_DEBUG") else logging.ERROR
+
+
 def init_ray(address: str | None, gpus: float, printer: Printer,
              storage_dir: Path | None = None) -> Any:
     """Start an embedded local Ray (never attaching to a stale one) or join `address`.
@@ -493,7 +500,7 @@ def init_ray(address: str | None, gpus: float, printer: Printer,
     if address:
         check_address(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=_ray_log_level())
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as exc:
             raise TfkdError(f"--address {address}: cannot connect to a Ray cluster there "
                             f"({str(exc).splitlines()[0][:200]}); check that 'ray start --head' runs, "
@@ -544,7 +551,7 @@ def init_ray(address: str | None, gpus: float, printer: Printer,
                                   _node_ip_address="127.0.0.1")
     if tmp:
         kwargs["_temp_dir"] = tmp
-    ray.init(**kwargs)
+    ray.init(**kwargs, logging_level=_ray_log_level())
     printer(f"started a local Ray instance ({os.cpu_count()} CPUs, {int(gpus)} GPUs)")
     return ray
 

@@ -80,8 +80,12 @@ def git_revision(cwd: str | os.PathLike[str] | None = None) -> str | None:
 
 def _client(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import logging
+
     from mlflow.tracking import MlflowClient
 
+    if not os.environ.get("TFKD_DEBUG"):  # mlflow sets its own INFO level when imported
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 
