@@ -24,6 +24,15 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
+def ensure_writable_dir(path: str | os.PathLike[str]) -> None:
+    """Create `path` and prove it is writable (root ignores permission bits, so actually write)."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test-{os.getpid()}"
+    probe.write_text("ok")
+    probe.unlink()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never half.
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from .config import TEACHER_METHODS, RunConfig, config_to_dict
 from .errors import ConfigError
+from .io import ensure_writable_dir
 
 Printer = Callable[[str], None]
 
@@ -40,10 +41,7 @@ def prepare_out(out: Path, seeds: list[int], resume: bool) -> None:
             raise ConfigError(f"{ck.parent} already holds a run; pass --resume to continue it or "
                               f"--out NEW_FOLDER")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        ensure_writable_dir(out)
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc}); pass a writable "
                           f"--out or --storage") from None

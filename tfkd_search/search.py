@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import config_to_dict, with_overrides
 from .errors import ConfigError, TfkdError
-from .io import atomic_write_json, atomic_write_parquet
+from .io import atomic_write_json, atomic_write_parquet, ensure_writable_dir
 from .spaces import Choice, Grid, IntRange, LogUniform, Space, Uniform, concurrency
 from .tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
 
@@ -327,12 +327,10 @@ def prepare_run_dir(space: Space, storage: str, name: str, resume: bool) -> tupl
         raise ConfigError(f"{run_dir} already holds a search; pass --resume to continue it or "
                           f"--name NEW to start another")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        ensure_writable_dir(run_dir)
     except OSError as exc:
-        shutil.rmtree(run_dir, ignore_errors=True) if not any(run_dir.glob("*")) else None
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
         raise ConfigError(f"--storage {storage}: cannot write the run folder {run_dir} "
                           f"({exc.strerror or exc}); pass a writable --storage") from None
     return str(root), run_dir, {"key": f"{name}-{uuid.uuid4().hex[:8]}"}
