@@ -304,12 +304,44 @@ def _is_uri(path: str) -> bool:
     return "://" in path
 
 
-def prepare_run_dir(space: Space, storage: str, name: str, resume: bool) -> tuple[str, Path | None,
+def is_object_store(storage: str) -> bool:
+    return _is_uri(storage) and not storage.startswith("file://")
+
+
+def local_results_root() -> Path:
+    """Where our own result files go when --storage is an object store (mirrored there at the end)."""
+    return Path(os.environ.get("TFKD_RESULTS_DIR", "tfkd_runs")).expanduser().resolve()
+
+
+def join_uri(uri: str, name: str) -> str:
+    """uri/name, keeping a query string (s3://b/p?endpoint_override=... -> s3://b/p/name?...)."""
+    base, sep, query = uri.partition("?")
+    return f"{base.rstrip('/')}/{name}{sep}{query}"
+
+
+def upload_results(run_dir: Path, uri: str) -> None:
+    """Copy the local results folder (trials.parquet, best/, report/, ...) to `uri` (s3://, gs://)."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(run_dir), path, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)
+
+
+def prepare_run_dir(space: Space, storage: str, name: str, resume: bool) -> tuple[str, Path,
                                                                                      dict[str, Any]]:
-    """Check the run folder for a new or resumed search; returns (storage, local run dir, state)."""
-    if _is_uri(storage) and not storage.startswith("file://"):
-        return storage, None, {"key": f"{name}-{uuid.uuid4().hex[:8]}"}
-    root = Path(storage.removeprefix("file://")).expanduser().resolve()
+    """Check the run folder for a new or resumed search; returns (Ray's storage, run dir, state).
+
+    The run dir is always a local folder: the storage folder itself, or for an object store a local
+    results folder (./tfkd_runs/NAME, or $TFKD_RESULTS_DIR/NAME) that is uploaded at the end while
+    Ray keeps its experiment state and checkpoints in the bucket.
+    """
+    if is_object_store(storage):
+        root, ray_storage = local_results_root(), storage.rstrip("/")
+    else:
+        root = Path(storage.removeprefix("file://")).expanduser().resolve()
+        ray_storage = str(root)
     run_dir = root / name
     state_path = run_dir / STATE_FILE
     if resume:
@@ -322,7 +354,7 @@ def prepare_run_dir(space: Space, storage: str, name: str, resume: bool) -> tupl
                 f"--resume: {run_dir} was made by another search space ({state.get('space_file')}, "
                 f"digest {state.get('space_digest')}) than {space.source}; resume with the same "
                 f"space and --set values, or pick a new --name")
-        return str(root), run_dir, state
+        return ray_storage, run_dir, state
     if state_path.exists() or (run_dir / "tuner.pkl").exists():
         raise ConfigError(f"{run_dir} already holds a search; pass --resume to continue it or "
                           f"--name NEW to start another")
@@ -333,7 +365,7 @@ def prepare_run_dir(space: Space, storage: str, name: str, resume: bool) -> tupl
             run_dir.rmdir()
         raise ConfigError(f"--storage {storage}: cannot write the run folder {run_dir} "
                           f"({exc.strerror or exc}); pass a writable --storage") from None
-    return str(root), run_dir, {"key": f"{name}-{uuid.uuid4().hex[:8]}"}
+    return ray_storage, run_dir, {"key": f"{name}-{uuid.uuid4().hex[:8]}"}
 
 
 # Filesystems that are certainly private to one machine (anything else may be shared: nfs, cifs,
@@ -575,20 +607,20 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
                 f"each)")
     gpu_share = s.resources.gpu if gpus > 0 else 0.0
     storage_root, run_dir, state = prepare_run_dir(space, storage, name, resume)
-    created_dir = run_dir is not None and not resume
+    object_store = is_object_store(storage)
+    created_dir = not resume
     try:
-        uri = mlflow_uri or state.get("mlflow_uri") or (
-            default_tracking_uri(storage_root) if run_dir is not None else None)
-        if uri is None:
-            raise ConfigError("--mlflow-uri is required when --storage is an object-store URI")
+        # all MLflow logging happens here on the driver, so a local SQLite store works on clusters too
+        uri = mlflow_uri or state.get("mlflow_uri") or default_tracking_uri(run_dir.parent)
         check_reachable(uri)
-        ray = init_ray(address, gpus, printer, storage_dir=run_dir)  # first: no MLflow run if it fails
+        ray = init_ray(address, gpus, printer,  # first: no MLflow run if it fails
+                       storage_dir=None if object_store else run_dir)
         tracker = Tracker(uri, name)
         parent_id = tracker.start_parent(state["key"], f"search-{name}",
                                          tags={"tfkd.space": space.spec.name})
     except BaseException:
-        if created_dir and run_dir is not None and not any(p.name != "mlflow.db"
-                                                           for p in run_dir.iterdir()):
+        if created_dir and run_dir.is_dir() and not any(p.name != "mlflow.db"
+                                                        for p in run_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     metric, mode = s.scheduler.metric, s.scheduler.mode
@@ -597,12 +629,11 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
     base = _resolve_paths(space.base_dict())
     if gpu_share == 0:
         base["device"] = "cpu"
-    if run_dir is not None:
-        state.update({"space_file": space.source, "space_digest": _space_digest(space),
-                      "name": name, "mlflow_uri": uri, "parent_run_id": parent_id,
-                      "created": state.get("created", time.time()), "base": base})
-        atomic_write_json(run_dir / STATE_FILE, state)
-        shutil.copyfile(space.source, run_dir / "space.yaml")
+    state.update({"space_file": space.source, "space_digest": _space_digest(space),
+                  "name": name, "mlflow_uri": uri, "parent_run_id": parent_id,
+                  "created": state.get("created", time.time()), "base": base})
+    atomic_write_json(run_dir / STATE_FILE, state)
+    shutil.copyfile(space.source, run_dir / "space.yaml")
     tracker.log_params(parent_id, {"space": space.spec.name, "searcher": s.searcher.kind,
                                    "scheduler": s.scheduler.kind, "num_trials": space.num_trials(),
                                    "budget_epochs": space.budget, "gpus": gpus,
@@ -622,7 +653,7 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
     callback = _make_callback({"uri": uri, "experiment": name, "parent_id": parent_id},
                               list(space.params), space.budget, metric, mode, space.num_trials(),
                               printer)
-    exp_path = (run_dir.as_posix() if run_dir is not None else f"{storage_root.rstrip('/')}/{name}")
+    exp_path = join_uri(storage_root, name) if object_store else run_dir.as_posix()
     printer(f"search {name!r}: {space.num_trials()} trials of up to {space.budget} epochs, "
             f"{conc or 'unlimited'} at a time; results in {exp_path}")
     printer(f"MLflow: {uri} (experiment {name!r}); open with: mlflow ui --backend-store-uri {uri}")
@@ -641,7 +672,7 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
         scheduler = (make_asha(time_attr="epoch", max_t=space.budget,
                                grace_period=s.scheduler.grace_period,
                                reduction_factor=s.scheduler.reduction_factor,
-                               rungs_file=run_dir / RUNGS_FILE if run_dir is not None else None)
+                               rungs_file=run_dir / RUNGS_FILE)
                      if s.scheduler.kind == "asha" else None)
         tuner = Tuner(
             trainable,
@@ -664,27 +695,26 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
     trials = write_results(results, space, run_dir, budget=space.budget, metric=metric, mode=mode)
     tracker.close_orphans()
     exported: list[Path] = []
-    if run_dir is not None:
-        try:
-            exported = export_best(run_dir, top=space.spec.export.top_k)
-        except TfkdError as err:  # the trials are saved; a bad export block must not lose them
-            printer(f"warning: export failed: {err}; fix the space's export block and run "
-                    f"'tfkd-search export {run_dir}'")
-        for p in exported:
-            tracker.log_artifact(parent_id, p, "best")
-        tracker.log_artifact(parent_id, run_dir / "trials.parquet")
-        step = "written"
-        try:  # the report is a bonus: it must never make a finished search fail
-            from .report import report_files, write_report
+    try:
+        exported = export_best(run_dir, top=space.spec.export.top_k)
+    except TfkdError as err:  # the trials are saved; a bad export block must not lose them
+        printer(f"warning: export failed: {err}; fix the space's export block and run "
+                f"'tfkd-search export {run_dir}'")
+    for p in exported:
+        tracker.log_artifact(parent_id, p, "best")
+    tracker.log_artifact(parent_id, run_dir / "trials.parquet")
+    step = "written"
+    try:  # the report is a bonus: it must never make a finished search fail
+        from .report import report_files, write_report
 
-            index = write_report(run_dir, log_mlflow=False, warn=lambda m: printer(f"warning: {m}"))
-            step = "logged to MLflow"
-            for p in report_files(index):
-                tracker.log_artifact(parent_id, p, "report")
-            printer(f"report: {index}")
-        except Exception as err:  # noqa: BLE001
-            printer(f"warning: the report could not be {step} ({type(err).__name__}: {err}); the "
-                    f"search is saved, retry with 'tfkd-search report {run_dir}'")
+        index = write_report(run_dir, log_mlflow=False, warn=lambda m: printer(f"warning: {m}"))
+        step = "logged to MLflow"
+        for p in report_files(index):
+            tracker.log_artifact(parent_id, p, "report")
+        printer(f"report: {index}")
+    except Exception as err:  # noqa: BLE001
+        printer(f"warning: the report could not be {step} ({type(err).__name__}: {err}); the "
+                f"search is saved, retry with 'tfkd-search report {run_dir}'")
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     best = _best_row(trials, metric, mode)
     summary = {"wall_seconds": wall, "trials": len(trials),
@@ -693,11 +723,18 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
         summary["best_val_acc"] = float(best["best_val_acc"])
         tracker.log_params(parent_id, {f"best.{k}": best[k] for k in space.params})
         tracker.set_tags(parent_id, {"tfkd.best_trial": best["trial_id"],
-                                     "tfkd.export": str(run_dir / "best") if run_dir else ""})
+                                     "tfkd.export": str(run_dir / "best")})
     tracker.log_metrics(parent_id, summary)
     tracker.finish(parent_id, "FINISHED")
+    if object_store:
+        try:
+            upload_results(run_dir, exp_path)
+            printer(f"results copied to {exp_path} (local copy: {run_dir})")
+        except Exception as err:  # noqa: BLE001 - the local copy is complete; say how to retry
+            printer(f"warning: could not copy the results to {exp_path} ({type(err).__name__}: "
+                    f"{err}); they are complete in {run_dir}")
     printer(_summary_text(trials, space, exported, wall))
-    return SearchOutcome(run_dir=run_dir or Path(exp_path), trials=trials, exported=exported,
+    return SearchOutcome(run_dir=run_dir, trials=trials, exported=exported,
                          mlflow_uri=uri, parent_run_id=parent_id)
 
 
