@@ -96,6 +96,8 @@ def test_search_is_tracked_in_mlflow_as_parent_and_children(finished):
     assert json.loads(parent.data.tags["tfkd.versions"])["torch"]
     c = MlflowClient(uri)
     assert "grid.yaml" in {a.path for a in c.list_artifacts(parent.info.run_id)}
+    # artifacts live beside the store in --storage, not in ./mlruns of the current directory
+    assert parent.info.artifact_uri.startswith((tmp / "runs" / "mlartifacts").as_uri())
     trials = pd.read_parquet(tmp / "runs" / "gridtest" / "trials.parquet")
     assert len(kids) == len(trials) == 6
     by_trial = {k.data.tags["tfkd.trial_id"]: k for k in kids}

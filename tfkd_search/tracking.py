@@ -30,6 +30,15 @@ def default_tracking_uri(storage: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts beside a SQLite store (<folder>/mlartifacts/<experiment>), not in ./mlruns of the
+    current directory, MLflow's default; a tracking server decides for itself (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):])
+    return (db.parent.resolve() / "mlartifacts" / experiment).as_uri()
+
+
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
     """Fail fast (before any training) when an http(s) tracking server does not answer."""
     parsed = urllib.parse.urlparse(uri)
@@ -97,7 +106,8 @@ class Tracker:
         self.experiment = experiment
         self.client = _client(uri)
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            experiment, artifact_location=artifact_location(uri, experiment))
         self.parent_id: str | None = None
         self._children: dict[str, str] = {}
         self._last_step: dict[str, int] = {}
