@@ -26,7 +26,7 @@ def write_results(results: Any, space: Any, run_dir: Path | None, *, budget: int
     """One row per trial (trials.parquet) and one per trial-epoch (history.parquet)."""
     import pandas as pd
 
-    from .search import _error_text, _outcome
+    from .search import _outcome
 
     rows, hist = [], []
     for r in results:

@@ -396,8 +396,6 @@ def param_importances(data: RunData) -> tuple[dict[str, float] | None, str, list
         return None, ("All finished trials reached the same best val accuracy, so no parameter "
                       "made a difference that can be measured."), fixed
     import optuna
-    from optuna.distributions import CategoricalDistribution
-    from optuna.importance import FanovaImportanceEvaluator, MeanDecreaseImpurityImportanceEvaluator
 
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" lines

@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import config_to_dict, with_overrides
 from .errors import ConfigError, TfkdError
-from .io import atomic_write_json, atomic_write_parquet, ensure_writable_dir
+from .io import atomic_write_json, ensure_writable_dir
 from .spaces import Choice, Grid, IntRange, LogUniform, Space, Uniform, concurrency
 from .tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
 
@@ -788,7 +788,7 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-__all__ = ["run_search", "run_trial", "to_tune", "init_ray", "SearchOutcome", "math"]
+__all__ = ["run_search", "run_trial", "to_tune", "init_ray", "SearchOutcome"]
 
 
 def _train_remote(cfg_dict: dict[str, Any], run_dir: str, resume: bool) -> Any:
