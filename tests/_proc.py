@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import socket
 
 ROOT = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).parent / "tfkd-search"
@@ -100,3 +101,30 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def search_runs(uri: str, experiment: str) -> tuple[object, list]:
+    """The one parent run of a search and its child runs, read back through MLflow's client."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tfkd.role") == "search"]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], kids

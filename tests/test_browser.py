@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -20,19 +19,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from _proc import cli_env, descendants, kill_tree, run_cli, wait_for
+from _proc import cli_env, descendants, free_port, kill_tree, run_cli, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WAIT = 60  # seconds for the UI to show something (first loads of the bundle are slow on 2 cores)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(port: int) -> bool:
@@ -75,7 +68,7 @@ def search(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(search):
     tmp, state, _ = search
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(tmp / "mlflow-server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(

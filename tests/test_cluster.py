@@ -12,7 +12,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import psutil
 import pytest
 import yaml
 
-from _proc import kill_tree, ray_processes, wait_for
+from _proc import free_port, kill_tree, ray_processes, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -278,12 +277,6 @@ def test_cifar_download_runs_once_when_processes_race(tmp_path, monkeypatch):
 # A real cluster on this machine: a head (no CPUs) and worker nodes, each its own `ray start`
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 _STATE = """
 import json, sys
 from ray.util.state import list_actors, list_nodes
@@ -320,7 +313,7 @@ class LocalCluster:
             "RAY_health_check_failure_threshold": "5",
         })
         self.env = env
-        self.gcs, self.dash = _free_port(), _free_port()
+        self.gcs, self.dash = free_port(), free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._worker_ports = 20000 + 500 * (os.getpid() % 20)
 
@@ -331,10 +324,10 @@ class LocalCluster:
     def _node_args(self, name: str) -> list[str]:
         lo = self._worker_ports + 100 * len(self.procs)
         return ["--node-ip-address", "127.0.0.1", "--temp-dir", str(self.base / name),
-                "--dashboard-agent-listen-port", str(_free_port()),
-                "--dashboard-agent-grpc-port", str(_free_port()),
-                "--metrics-export-port", str(_free_port()),
-                "--runtime-env-agent-port", str(_free_port()),
+                "--dashboard-agent-listen-port", str(free_port()),
+                "--dashboard-agent-grpc-port", str(free_port()),
+                "--metrics-export-port", str(free_port()),
+                "--runtime-env-agent-port", str(free_port()),
                 "--min-worker-port", str(lo), "--max-worker-port", str(lo + 99),
                 "--object-store-memory", str(100 * 2**20), "--disable-usage-stats", "--block"]
 
@@ -360,7 +353,7 @@ class LocalCluster:
         self._popen("head", [RAY, "start", "--head", "--port", str(self.gcs), "--num-cpus", "0",
                              "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                              "--dashboard-port", str(self.dash),
-                             "--ray-client-server-port", str(_free_port()), *self._node_args("head")])
+                             "--ray-client-server-port", str(free_port()), *self._node_args("head")])
         self._wait_alive({"head"})
 
     def add_worker(self, name: str, prefix: list[str] | None = None) -> None:

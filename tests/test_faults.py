@@ -30,10 +30,9 @@ import psutil
 import pytest
 import torch
 import yaml
-from mlflow.tracking import MlflowClient
 
-from _proc import (ROOT, cleanup, cli_env, descendants, ray_processes, run_cli, sigkill_driver,
-                   start_cli, wait_for)
+from _proc import (ROOT, cleanup, cli_env, descendants, ray_processes, run_cli, search_runs,
+                   sigkill_driver, start_cli, wait_for)
 from tfkd_search.io import atomic_torch_save, atomic_write_bytes, atomic_write_parquet
 
 BASE = {"model": "tiny_cnn", "method": "tfkd_reg", "device": "cpu", "threads": 1,
@@ -52,14 +51,6 @@ def write_space(path: Path, name: str, params: dict, *, base: dict | None = None
     return path
 
 
-def mlflow_runs(uri: str, experiment: str) -> tuple[object, list]:
-    c = MlflowClient(uri)
-    exp = c.get_experiment_by_name(experiment)
-    runs = c.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("tfkd.role") == "search"]
-    assert len(parents) == 1, [r.data.tags for r in runs]
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    return parents[0], kids
 
 
 def result_lines(trial_dir: Path) -> list[dict]:
@@ -241,7 +232,7 @@ def test_errored_and_diverged_trials_are_recorded_and_the_search_goes_on(tmp_pat
                                  "error.txt").read_text()
     assert trials.loc[trials.status != "errored", "error"].isna().all()
 
-    parent, kids = mlflow_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "faults")
+    parent, kids = search_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "faults")
     assert parent.info.status == "FINISHED"
     assert len(kids) == 4
     for kid in kids:
@@ -337,7 +328,7 @@ def test_driver_killed_then_resume_completes_every_point_once(tmp_path: Path, mo
     hist = pd.read_parquet(run_dir / "history.parquet")
     for tid, epochs in hist.groupby("trial_id")["epoch"].apply(list).items():
         assert epochs == list(range(1, EPOCHS + 1)), (tid, epochs)
-    _, kids = mlflow_runs(f"sqlite:///{storage / 'mlflow.db'}", "killed")
+    _, kids = search_runs(f"sqlite:///{storage / 'mlflow.db'}", "killed")
     assert len(kids) == 4 and {k.info.status for k in kids} == {"FINISHED"}
 
 
@@ -384,7 +375,7 @@ def test_no_secrets_in_mlflow_or_exports_and_ray_listens_on_loopback_only(tmp_pa
     finally:
         cleanup(env, proc.pid)
 
-    parent, kids = mlflow_runs(f"sqlite:///{storage / 'mlflow.db'}", "secrets")
+    parent, kids = search_runs(f"sqlite:///{storage / 'mlflow.db'}", "secrets")
     assert len(kids) == 2
     values = []
     for run in [parent, *kids]:

@@ -3,7 +3,6 @@ there. Runs against a real S3 API (moto's server on 127.0.0.1), with resume."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,20 +12,14 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
-from _proc import cleanup, cli_env, run_cli, wait_for
+from _proc import cleanup, cli_env, free_port, port_open, run_cli, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def s3(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = cli_env({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                    "AWS_DEFAULT_REGION": "us-east-1"})
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
@@ -34,15 +27,8 @@ def s3(tmp_path):
                               stderr=subprocess.DEVNULL, start_new_session=True)
     query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
 
-    def up() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-
     try:
-        wait_for(up, 60, what="moto S3 server")
+        wait_for(lambda: port_open(port), 60, what="moto S3 server")
         fs, _ = pafs.FileSystem.from_uri(f"s3://tfkd?{query}&allow_bucket_creation=true")
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             assert env[key]

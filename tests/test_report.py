@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,7 @@ from tfkd_search.cli import main as cli_main
 from tfkd_search.errors import ConfigError
 from tfkd_search.export import export_best
 from tfkd_search.report import load_run, param_importances, write_report
+from _proc import free_port
 
 BASE = {"model": "tiny_cnn", "method": "tfkd_reg", "data": {"dataset": "digits", "val_fraction": 0.2},
         "loss": {"semantics": "paper", "tau": 4.0, "alpha": 0.5, "a": 0.9},
@@ -311,15 +311,9 @@ def test_not_a_run_folder_is_a_config_error(tmp_path: Path, case: str, capsys) -
     assert "tfkd-search: error: report:" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_mlflow_only_warns(grid_run: Path, tmp_path: Path, capsys) -> None:
     state = json.loads((grid_run / "search.json").read_text())
-    state.update(mlflow_uri=f"http://127.0.0.1:{_free_port()}", parent_run_id="0" * 32)
+    state.update(mlflow_uri=f"http://127.0.0.1:{free_port()}", parent_run_id="0" * 32)
     (grid_run / "search.json").write_text(json.dumps(state))
     assert cli_main(["report", str(grid_run)]) == 0
     out = capsys.readouterr()

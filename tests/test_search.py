@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from _proc import cleanup, cli_env, run_cli, sigkill_driver, start_cli, wait_for
+from _proc import (cleanup, cli_env, free_port, port_open, run_cli, search_runs, sigkill_driver,
+                   start_cli, wait_for)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -43,16 +43,6 @@ def grid_search_block(**extra) -> dict:
              "resources": {"cpu": 1, "gpu": 0}}
     block.update(extra)
     return block
-
-
-def children(uri: str, experiment: str) -> tuple[object, list]:
-    c = MlflowClient(uri)
-    exp = c.get_experiment_by_name(experiment)
-    runs = c.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("tfkd.role") == "search"]
-    assert len(parents) == 1, [r.data.tags for r in runs]
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    return parents[0], kids
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +75,10 @@ def test_search_runs_every_grid_point_and_asha_stops_some(finished):
     assert "search finished" in res.stdout and "epoch 1/4" in res.stdout
 
 
-def test_search_is_tracked_in_mlflow_as_parent_and_children(finished):
+def test_search_is_tracked_in_mlflow_as_parent_and_search_runs(finished):
     tmp, _ = finished
     uri = f"sqlite:///{tmp / 'runs' / 'mlflow.db'}"
-    parent, kids = children(uri, "gridtest")
+    parent, kids = search_runs(uri, "gridtest")
     assert parent.info.status == "FINISHED"
     assert parent.data.params["space"] == "gridtest"
     assert "best_val_acc" in parent.data.metrics
@@ -213,7 +203,7 @@ def test_driver_killed_then_resume_runs_every_trial_exactly_once(tmp_path):
     for d in run_dir.glob("trial_*"):  # no trial restarted from epoch 1
         epochs = [r["epoch"] for r in _result_lines(d)]
         assert epochs.count(1) == 1, (d.name, epochs)
-    _, kids = children(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "killme")
+    _, kids = search_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "killme")
     assert len(kids) == 6
     assert {k.info.status for k in kids} == {"FINISHED"}
 
@@ -251,14 +241,8 @@ def test_killed_trial_process_restarts_from_its_checkpoint(tmp_path):
     assert list(trials["status"]) == ["completed"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_search_logs_to_a_real_mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "server.db"
     env = cli_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     server = subprocess.Popen(
@@ -269,14 +253,7 @@ def test_search_logs_to_a_real_mlflow_server(tmp_path):
         start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        def up() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        wait_for(up, 120, interval=0.5, what="mlflow server")
+        wait_for(lambda: port_open(port), 120, interval=0.5, what="mlflow server")
         space = write_space(tmp_path / "srv.yaml", "served", search={
             "params": {"loss.tau": {"kind": "grid", "values": [2.0, 8.0]}},
             "searcher": {"kind": "grid"}, "scheduler": {"kind": "none"},
@@ -285,7 +262,7 @@ def test_search_logs_to_a_real_mlflow_server(tmp_path):
         res = run_cli(["--space", str(space), "--storage", str(tmp_path / "runs"),
                        "--mlflow-uri", uri], env, timeout=300)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-        parent, kids = children(uri, "served")
+        parent, kids = search_runs(uri, "served")
         assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
         assert sorted(float(k.data.params["loss.tau"]) for k in kids) == [2.0, 8.0]
         hist = MlflowClient(uri).get_metric_history(kids[0].info.run_id, "val_acc")
