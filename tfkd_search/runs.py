@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import TEACHER_METHODS, RunConfig, config_to_dict
+from .config import TEACHER_METHODS, RunConfig, config_to_dict, flatten
 from .errors import ConfigError
 from .io import ensure_writable_dir
 
@@ -97,7 +97,7 @@ def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gp
     if tracker is not None:
         parent = tracker.start_parent(f"train:{out.resolve()}", f"train-{cfg.name}",
                                       tags={"tfkd.role": "final"})
-        tracker.log_params(parent, {k: v for k, v in _flat(config_to_dict(cfg)).items()})
+        tracker.log_params(parent, {k: v for k, v in flatten(config_to_dict(cfg)).items()})
     cfgs = {s: cfg.model_copy(update={"seed": s}) for s in seeds}
     results: list[Any] = []
     if gpus and len(seeds) > 1:
@@ -160,16 +160,6 @@ def summary_text(s: dict[str, Any], seeds: list[int]) -> str:
         if f"{key}_mean" in s:
             parts.append(f"{key} {s[key + '_mean']:.4f} ± {s[key + '_std']:.4f}")
     return "summary: " + ", ".join(parts)
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def resolve_paths(cfg: RunConfig) -> RunConfig:

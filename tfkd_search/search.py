@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import config_to_dict, with_overrides
+from .config import config_to_dict, flatten, with_overrides
 from .errors import ConfigError, TfkdError
 from .io import atomic_write_json, ensure_writable_dir
 from .spaces import Choice, Grid, IntRange, LogUniform, Space, Uniform, concurrency
@@ -637,7 +637,7 @@ def run_search(space: Space, *, gpus: float = 0, address: str | None = None,
     tracker.log_params(parent_id, {"space": space.spec.name, "searcher": s.searcher.kind,
                                    "scheduler": s.scheduler.kind, "num_trials": space.num_trials(),
                                    "budget_epochs": space.budget, "gpus": gpus,
-                                   **{f"base.{k}": v for k, v in _flat(base).items()}})
+                                   **{f"base.{k}": v for k, v in flatten(base).items()}})
     tracker.set_tags(parent_id, {"tfkd.git": git_revision() or "none",
                                  "tfkd.versions": json.dumps(package_versions()),
                                  "tfkd.cluster": json.dumps(ray.cluster_resources())})
@@ -768,17 +768,6 @@ def _resolve_paths(base: dict[str, Any]) -> dict[str, Any]:
     if teacher and teacher.get("checkpoint") and not _is_uri(teacher["checkpoint"]):
         teacher["checkpoint"] = os.path.abspath(teacher["checkpoint"])
     return base
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def shutdown() -> None:
