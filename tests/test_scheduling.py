@@ -16,7 +16,7 @@ def test_rung_epochs_geometric_and_explicit():
     assert rung_epochs(70, 10, 3) == [10, 30]          # the CIFAR-100 spaces: 90 is past the budget
     assert rung_epochs(8, 2, 2) == [2, 4]
     assert rung_epochs(12, 1, 2) == [1, 2, 4, 8]
-    assert rung_epochs(12, 1, 1.5) == [1, 2, 3, 5, 8, 11]  # rounded, no repeats
+    assert rung_epochs(12, 1, 1.5) == [1, 2, 3, 4, 6, 8]  # ceil, as Ray's epoch >= milestone
     assert rung_epochs(70, 10, 3, rungs=[65, 62, 80, 0]) == [62, 65]
     with pytest.raises(ValueError):
         rung_epochs(10, 0, 2)

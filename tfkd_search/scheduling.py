@@ -39,8 +39,8 @@ __all__ = ["Decision", "Halving", "rung_epochs"]
 def rung_epochs(budget: int, grace_period: int, reduction_factor: float,
                 rungs: list[int] | None = None) -> list[int]:
     """Epochs at which trials are compared: `rungs` when given (sorted, those inside (0, budget)),
-    else grace * rf**k for k = 0, 1, ... while below the budget (Ray's ASHA milestones; a rung at the
-    budget itself would decide nothing)."""
+    else ceil(grace * rf**k) for k = 0, 1, ... while below the budget (Ray's ASHA milestones, as
+    `spaces.Scheduler.rung_epochs`; a rung at the budget itself would decide nothing)."""
     if rungs is not None:
         return sorted({int(r) for r in rungs if 0 < int(r) < budget})
     if grace_period < 1 or reduction_factor <= 1:
@@ -49,7 +49,8 @@ def rung_epochs(budget: int, grace_period: int, reduction_factor: float,
     out: list[int] = []
     k = 0
     while True:
-        r = int(round(grace_period * reduction_factor ** k))
+        t = grace_period * reduction_factor ** k
+        r = int(math.ceil(t - 1e-9))  # Ray compares epoch >= milestone: a fractional rung is its ceiling
         if r >= budget:
             return out
         if not out or r > out[-1]:
