@@ -486,3 +486,57 @@ def test_bf16_gradient_reaches_bf16_logits():
     tfkd_reg_loss(zb, y, tau=4.0, alpha=0.5, a=0.9).total.backward()
     assert zb.grad is not None and zb.grad.dtype == torch.bfloat16
     assert torch.isfinite(zb.grad.float()).all()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The method table drives the trainer's loss (issue 12.4)
+
+
+def test_every_method_names_a_loss_that_takes_its_fields():
+    import inspect
+
+    from tfkd_search.losses import LOSSES
+    from tfkd_search.registry import METHOD_REGISTRY
+
+    for name, m in METHOD_REGISTRY.items():
+        params = inspect.signature(LOSSES.get(m.loss)).parameters
+        keywords = {p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY}
+        assert set(m.loss_fields) == keywords, name  # every field used, none missing
+        positional = [p for p, v in params.items() if v.kind is not inspect.Parameter.KEYWORD_ONLY]
+        assert len(positional) == (3 if m.needs_teacher else 2), name
+
+
+@pytest.mark.parametrize("method", ["ce", "lsr", "kd", "tfkd_self", "tfkd_reg"])
+@pytest.mark.parametrize("semantics", ["paper", "official"])
+def test_loss_fn_for_matches_the_public_losses(make_cfg, method, semantics):
+    from tfkd_search.losses import loss_fn_for
+
+    over = {"loss.tau": 3.0, "loss.alpha": 0.4, "loss.a": 0.8, "loss.multiplier": 2.0,
+            "loss.eps": 0.2, "loss.semantics": semantics}
+    teacher = {"teacher": {"checkpoint": "t.pt"}} if method in ("kd", "tfkd_self") else {}
+    cfg = make_cfg(over, method=method, **teacher)
+    g = torch.Generator().manual_seed(0)
+    z, t = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g)
+    y = torch.randint(0, 10, (6,), generator=g)
+    expected = {
+        "ce": lambda: ce_loss(z, y),
+        "lsr": lambda: lsr_loss(z, y, eps=0.2, semantics=semantics),
+        "kd": lambda: kd_loss(z, y, t, tau=3.0, alpha=0.4, multiplier=2.0, semantics=semantics),
+        "tfkd_reg": lambda: tfkd_reg_loss(z, y, tau=3.0, alpha=0.4, a=0.8, multiplier=2.0,
+                                          semantics=semantics),
+    }[{"tfkd_self": "kd"}.get(method, method)]()
+    got = loss_fn_for(cfg)(z, y, t)
+    for part in ("total", "ce", "kl"):
+        torch.testing.assert_close(getattr(got, part), getattr(expected, part), rtol=0, atol=0)
+    if method not in ("kd", "tfkd_self"):  # teacher logits are optional for the others
+        torch.testing.assert_close(loss_fn_for(cfg)(z, y).total, expected.total, rtol=0, atol=0)
+    else:
+        with pytest.raises(TypeError):
+            loss_fn_for(cfg)(z, y)
+
+
+def test_losses_registry_misses_are_config_errors():
+    from tfkd_search.losses import LOSSES
+
+    with pytest.raises(ConfigError, match="Did you mean 'tfkd_reg'"):
+        LOSSES.get("tfkd_rge")

@@ -1,9 +1,11 @@
-"""One generic name -> object registry with helpful misses (closest match and the full list)."""
+"""One generic name -> object registry with helpful misses (closest match and the full list), and the
+table of training methods (`METHOD_REGISTRY`)."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .errors import ConfigError
@@ -46,3 +48,61 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        """Names in registration order (names() is sorted)."""
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, T]]:
+        return list(self._items.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Training methods: one table that config validation, the trainer (losses.loss_fn_for) and the docs
+# read. Kept here, free of torch, so configs validate without importing it.
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a training method needs.
+
+    `loss` names the entry of `tfkd_search.losses.LOSSES` that computes it; `loss_fields` are the
+    `loss.*` config fields passed to that function as keywords (the others do not affect the run);
+    `needs_teacher`: a teacher checkpoint is required and the loss takes the teacher's logits;
+    `same_architecture`: the teacher must be the student's own architecture; `manual_teacher`: the
+    loss builds the manual teacher p^d from `loss.a`, which must then lie in (1/C, 1].
+    """
+
+    name: str
+    summary: str
+    loss: str
+    loss_fields: tuple[str, ...] = ()
+    needs_teacher: bool = False
+    same_architecture: bool = False
+    manual_teacher: bool = False
+
+
+METHOD_REGISTRY: Registry[Method] = Registry("method")
+
+for _m in (
+    Method("ce", "plain cross-entropy baseline", loss="ce"),
+    Method("lsr", "label smoothing regularisation", loss="lsr", loss_fields=("eps", "semantics")),
+    Method("kd", "knowledge distillation from any zoo model (normal KD, Re-KD, De-KD)", loss="kd",
+           loss_fields=("tau", "alpha", "multiplier", "semantics"), needs_teacher=True),
+    Method("tfkd_self", "Tf-KD self: distillation from the student's own pretrained self",
+           loss="kd", loss_fields=("tau", "alpha", "multiplier", "semantics"), needs_teacher=True,
+           same_architecture=True),
+    Method("tfkd_reg", "Tf-KD reg: KL to a manually designed teacher (a on the true class)",
+           loss="tfkd_reg", loss_fields=("tau", "alpha", "a", "multiplier", "semantics"),
+           manual_teacher=True),
+):
+    METHOD_REGISTRY.register(_m.name)(_m)
+del _m
+
+
+def method_info(name: str) -> Method:
+    """The table entry of a method; unknown names raise ConfigError with a hint and the list."""
+    return METHOD_REGISTRY.get(name)
