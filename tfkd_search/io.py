@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -89,19 +90,43 @@ def load_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> d
     if not p.is_file():
         raise CheckpointError(f"{what} {p}: file not found; pass the path of a .pt file written by "
                               f"'tfkd-search train' (run folder/checkpoint.pt)")
+    size = p.stat().st_size
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. pickle-protocol notes about a file refused below
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise CheckpointError(f"{what} {p}: cannot read the file ({exc.strerror or type(exc).__name__}"
+                              f"); check its permissions and that the disk is reachable") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            OSError, AttributeError, KeyError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        detail = f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+            AttributeError, KeyError, IndexError, TypeError) as exc:
         raise CheckpointError(
-            f"{what} {p}: cannot be loaded ({p.stat().st_size} bytes), the file is truncated, "
-            f"corrupt or not a PyTorch checkpoint ({detail}); re-create it with 'tfkd-search "
-            f"train'") from None
+            f"{what} {p}: cannot be loaded ({size} bytes; {_unreadable_reason(exc, size)}): the "
+            f"file is truncated, corrupt or not a PyTorch checkpoint; re-create it with "
+            f"'tfkd-search train'") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
         raise CheckpointError(
             f"{what} {p}: not a tfkd-search checkpoint (expected a dict with format "
             f"{CHECKPOINT_FORMAT!r}); train the model with 'tfkd-search train' and pass its "
             f"checkpoint.pt")
     return state
+
+
+def _unreadable_reason(exc: BaseException, size: int) -> str:
+    """A short, clean reason why torch.load(weights_only=True) refused a file.
+
+    PyTorch's own message is long, may be cut, and advises loading with weights_only=False, which
+    can run code from the file: tfkd-search never does that, so it never repeats the advice."""
+    import pickle
+
+    text = str(exc)
+    if size == 0:
+        return "the file is empty"
+    if isinstance(exc, zipfile.BadZipFile) or "zip archive" in text or "central directory" in text:
+        return "its zip archive is incomplete or damaged"
+    if isinstance(exc, EOFError):
+        return "the data ends early"
+    if isinstance(exc, pickle.UnpicklingError) and "weights only" in text.lower():
+        return ("it holds Python objects beyond tensors and plain data, which are never loaded "
+                "since that could run code from the file")
+    return "its contents are not PyTorch's checkpoint format"
