@@ -360,3 +360,152 @@ def test_num_classes_agrees_with_data():
     assert set(NUM_CLASSES) == set(DATASETS)
     for name, info in DATASETS.items():
         assert NUM_CLASSES[name] == info.num_classes, name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Structured problems, the method table, --set origins, path hints (issues 12.4, 13.3, 13.5)
+
+
+def test_key_typo_message_has_a_full_stop_before_the_hint():
+    (line,) = _lines(_error({"loss": {"tua": 2}}))
+    assert "unknown key. Did you mean 'tau'? Valid keys here:" in line, line
+    (line,) = _lines(_error({"zzzzzz": 1}))
+    assert "unknown key. Valid keys here:" in line and "Did you mean" not in line, line
+
+
+def test_problems_are_records_with_path_value_and_source():
+    with pytest.raises(ConfigError) as exc:
+        build_run_config({"loss": {"tau": -1, "tua": 2}}, source="f.yaml")
+    probs = {p.path: p for p in exc.value.problems}
+    assert set(probs) == {"loss.tau", "loss.tua"}
+    assert probs["loss.tau"].value == -1 and probs["loss.tau"].source == "f.yaml"
+    assert probs["loss.tau"].origin is None
+    assert str(exc.value).count("\n") == 2  # formatted once: header + one line per problem
+
+
+@pytest.mark.parametrize("raw,path,value", [
+    ({"method": "tfkd_reg", "loss": {"a": 0.05}}, "loss.a", 0.05),
+    ({"method": "kd"}, "teacher", None),
+    ({"method": "tfkd_self", "teacher": {"checkpoint": "t.pt", "model": "tiny_mlp"}},
+     "teacher.model", None),
+])
+def test_cross_field_problems_name_their_key(raw, path, value):
+    with pytest.raises(ConfigError) as exc:
+        build_run_config(raw, source="f.yaml")
+    (prob,) = exc.value.problems
+    assert prob.path == path, prob
+    if value is not None:
+        assert prob.value == value
+    assert str(exc.value).splitlines()[1].strip().startswith(f"f.yaml: {path}: ")
+
+
+def test_methods_are_derived_from_the_method_table():
+    from tfkd_search.config import TEACHER_METHODS, LossConfig
+    from tfkd_search.registry import METHOD_REGISTRY
+
+    assert METHODS == ("ce", "lsr", "kd", "tfkd_self", "tfkd_reg")
+    assert set(TEACHER_METHODS) == {n for n, m in METHOD_REGISTRY.items() if m.needs_teacher}
+    assert set(TEACHER_METHODS) == {"kd", "tfkd_self"}
+    for name, m in METHOD_REGISTRY.items():
+        assert m.name == name
+        assert set(m.loss_fields) <= set(LossConfig.model_fields), name
+    assert RunConfig.model_fields["method"].description == " | ".join(METHODS)
+
+
+def test_set_errors_name_the_override_not_the_file(tmp_path):
+    p = _write(tmp_path, "loss:\n  alpha: 2.0\n")
+    with pytest.raises(ConfigError) as exc:
+        load_run_config(p, overrides={"loss.tau": -2, "seed": 3})
+    lines = _lines(str(exc.value))
+    assert "--set loss.tau=-2: loss.tau: Input should be greater than 0 (got -2)" in lines, lines
+    assert any(ln.startswith(f"{p}: loss.alpha:") for ln in lines), lines  # the file's own problem
+    assert not any(ln.startswith(f"{p}: loss.tau") for ln in lines)
+    (tau,) = [x for x in exc.value.problems if x.path == "loss.tau"]
+    assert tau.origin == "--set loss.tau=-2" and tau.source == str(p)
+
+
+def test_set_unknown_key_and_section_and_custom_label(tmp_path):
+    p = _write(tmp_path, "seed: 1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_run_config(p, {"optim.lrr": 0.2, "data": {"dataset": "cifar1000"}})
+    msg = str(exc.value)
+    assert "--set optim.lrr=0.2: optim.lrr: unknown key. Did you mean 'lr'?" in msg, msg
+    assert '--set data={"dataset": "cifar1000"}: data.dataset: unknown dataset' in msg, msg
+    with pytest.raises(ConfigError) as exc:
+        load_run_config(p, {"data.val_fraction": 0.9}, labels={"data.val_fraction": "--val"})
+    assert "--val: data.val_fraction:" in str(exc.value)
+
+
+def test_describe_changes_lists_changed_keys():
+    from tfkd_search.config import describe_changes
+
+    old = {"loss.tau": 20, "search.num_samples": 4, "name": "a"}
+    new = {"loss.tau": 4, "search.num_samples": 4, "loss": {"alpha": 0.5}, "name": "a"}
+    assert describe_changes(old, new) == ["loss.tau: 20 -> 4", "loss.alpha: (not set) -> 0.5"]
+    assert describe_changes(new, new) == []
+    assert describe_changes({"x": True}, {"x": 1}) == ["x: true -> 1"]
+    assert describe_changes({"x": 1}, {"x": 1.0}) == []
+    assert describe_changes({"m": [1, 2]}, {}) == ["m: [1, 2] -> (not set)"]
+
+
+def test_missing_file_suggests_a_sibling(tmp_path):
+    (tmp_path / "quickstart.yaml").write_text("name: x\n")
+    (tmp_path / "notes.txt").write_text("x\n")
+    with pytest.raises(ConfigError) as exc:
+        read_yaml(tmp_path / "quickstrat.yaml")
+    msg = str(exc.value)
+    assert "file not found" in msg and f"Did you mean {tmp_path / 'quickstart.yaml'}?" in msg, msg
+    with pytest.raises(ConfigError) as exc:
+        read_yaml(tmp_path / "zzz.yaml")
+    assert "Did you mean" not in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        read_yaml(tmp_path / "nodir" / "quickstart.yaml")
+    assert "file not found" in str(exc.value) and "Did you mean" not in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        read_yaml(tmp_path)
+    assert "is a folder" in str(exc.value) and str(tmp_path / "quickstart.yaml") in str(exc.value)
+
+
+def test_exit_code_rule():
+    from tfkd_search import errors
+
+    assert errors.TfkdError.exit_code == 1 and errors.TrainingDiverged.exit_code == 1
+    for cls in (errors.ConfigError, errors.DataError, errors.CheckpointError):
+        assert cls.exit_code == 2, cls
+    assert errors.EnvironmentProblem("ray down").exit_code == 3
+    assert issubclass(errors.EnvironmentProblem, errors.TfkdError)
+    assert not issubclass(errors.EnvironmentProblem, errors.ConfigError)
+    for word in ("exit", "2", "3", "1"):
+        assert word in errors.__doc__
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("truncated", "zip archive is incomplete"),
+    ("text", "not PyTorch's checkpoint format"),
+    ("empty", "the file is empty"),
+    ("object", "Python objects beyond tensors"),
+])
+def test_corrupt_checkpoint_message_is_short_and_never_suggests_unsafe_loading(tmp_path, kind,
+                                                                                needle):
+    import torch
+
+    from tfkd_search.errors import CheckpointError
+    from tfkd_search.io import load_checkpoint
+
+    p = tmp_path / "ck.pt"
+    if kind == "truncated":
+        torch.save({"w": torch.zeros(64)}, p)
+        p.write_bytes(p.read_bytes()[:200])
+    elif kind == "text":
+        p.write_text("this is not a checkpoint\n")
+    elif kind == "empty":
+        p.write_bytes(b"")
+    else:
+        torch.save({"w": Path("x")}, p)  # an arbitrary Python object
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(p, "teacher checkpoint")
+    msg = str(exc.value)
+    assert needle in msg, msg
+    assert "weights_only" not in msg and "trust" not in msg.lower(), msg
+    assert msg.endswith("re-create it with 'tfkd-search train'"), msg
+    assert len(msg) < 400

@@ -128,3 +128,149 @@ def test_int_range_is_inclusive_in_tune() -> None:
 
     domain = to_tune(IntRange(kind="int", low=1, high=3))
     assert {domain.sample() for _ in range(300)} == {1, 2, 3}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every problem at once (issue 13.2), --set origins (13.3), scheduler rungs/window (10.3)
+
+
+def test_unknown_base_key_and_unknown_parameter_reported_together(tmp_path: Path) -> None:
+    doc = {"name": "t", "base": {**BASE, "optim": {"batchsize": 64}},
+           "search": grid(**{"loss.alpah": [0.1], "loss.tau": [1.0, -2.0]})}
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as err:
+        load_space(p)
+    msg = str(err.value)
+    assert "base.optim.batchsize: unknown key. Did you mean 'batch_size'?" in msg, msg
+    assert "search.params.loss.alpah: unknown parameter 'loss.alpah'" in msg, msg
+    assert "search.params.loss.tau: value -2.0 gives an invalid run config: loss.tau:" in msg, msg
+    # the base's unknown key is reported once, not again for every parameter value
+    assert msg.count("batchsize") == 1, msg
+    assert "search.params.loss.tau: value 1.0" not in msg
+
+
+def test_spec_errors_base_errors_and_parameters_reported_together(tmp_path: Path) -> None:
+    doc = {"name": "t", "base": {**BASE, "loss": {"tua": 1}},
+           "search": {**grid(**{"loss.alpah": [0.1], "loss.alpha": [0.5, 1.5]}),
+                      "num_samples": "many", "scheduler": {"grace_period": 1, "rungs": [3, 2]}},
+           "export": {"top_k": 0}}
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as err:
+        load_space(p)
+    paths = {x.path for x in err.value.problems}
+    assert {"search.num_samples", "search.scheduler.rungs", "export.top_k", "base.loss.tua",
+            "search.params.loss.alpah", "search.params.loss.alpha"} <= paths, paths
+
+
+def test_unknown_key_in_a_distribution_gets_a_hint_from_its_kind(tmp_path: Path) -> None:
+    search = {"params": {"loss.alpha": {"kind": "uniform", "low": 0.1, "hihg": 0.9}},
+              "searcher": {"kind": "random"}}
+    with pytest.raises(ConfigError) as err:
+        load_space(write(tmp_path, search))
+    msg = str(err.value)
+    assert "search.params.loss.alpha.hihg: unknown key. Did you mean 'high'?" in msg, msg
+    assert ".uniform." not in msg
+
+
+def test_set_errors_name_the_override(tmp_path: Path) -> None:
+    p = write(tmp_path, grid(**{"loss.tau": [1.0, 2.0]}))
+    with pytest.raises(ConfigError) as err:
+        load_space(p, {"loss.tau": -2, "optim.lrr": 0.2, "search.num_samples": 0})
+    lines = [ln.strip() for ln in str(err.value).splitlines()]
+    assert str(p) in lines[0] and "overrides" in lines[0], lines[0]
+    assert "--set loss.tau=-2: base.loss.tau: Input should be greater than 0 (got -2)" in lines
+    assert "--set optim.lrr=0.2: base.optim.lrr: unknown key. Did you mean 'lr'? " \
+           "Valid keys here: lr, lr_batch, momentum, weight_decay, nesterov, batch_size" in lines
+    assert any(ln.startswith("--set search.num_samples=0: search.num_samples:") for ln in lines)
+    assert not any(ln.startswith(f"{p}:") for ln in lines), lines
+
+
+def test_set_of_parameter_values_is_named(tmp_path: Path) -> None:
+    p = write(tmp_path, grid(**{"loss.tau": [1.0, 2.0]}))
+    with pytest.raises(ConfigError) as err:
+        load_space(p, {"search.params.loss.tau.values": [1.0, -3.0]})
+    assert ("--set search.params.loss.tau.values=[1.0, -3.0]: search.params.loss.tau: value -3.0"
+            in str(err.value)), str(err.value)
+    # a problem in the file next to an override still names the file
+    with pytest.raises(ConfigError) as err:
+        load_space(write(tmp_path, grid(**{"loss.tau": [-1.0]})), {"seed": 3})
+    assert f"{tmp_path / 'space.yaml'}: search.params.loss.tau: value -1.0" in str(err.value)
+
+
+def test_space_records_overrides_and_describe_changes(tmp_path: Path) -> None:
+    from tfkd_search.config import describe_changes
+
+    p = write(tmp_path, grid(**{"loss.tau": [1.0, 2.0]}))
+    a = load_space(p, {"loss.alpha": 0.3, "search.num_samples": 2})
+    b = load_space(p, {"loss.alpha": 0.4, "search.num_samples": 2, "seed": 1})
+    assert a.overrides == {"base.loss.alpha": 0.3, "search.num_samples": 2}
+    assert describe_changes(a, b) == ["base.loss.alpha: 0.3 -> 0.4", "base.seed: (not set) -> 1"]
+    assert describe_changes(a, a) == []
+
+
+def sched(**kw) -> dict:
+    return {**grid(**{"loss.tau": [1.0]}), "scheduler": {"kind": "asha", **kw}}
+
+
+def test_scheduler_defaults() -> None:
+    from tfkd_search.spaces import Scheduler
+
+    s = Scheduler()
+    assert s.rungs is None and s.synchronous is True and s.window == 1
+    assert Scheduler(grace_period=2, reduction_factor=2).rung_epochs(8) == [2, 4]
+    assert Scheduler(grace_period=1, reduction_factor=3).rung_epochs(10) == [1, 3, 9]
+    assert Scheduler(rungs=[2, 5]).rung_epochs(6) == [2, 5]
+
+
+def test_explicit_rungs_load_and_skip_the_grace_check(tmp_path: Path) -> None:
+    # grace_period 10 >= budget 6 would be refused with geometric rungs; explicit rungs replace it
+    space = load_space(write(tmp_path, sched(grace_period=10, rungs=[1, 3, 5], window=2,
+                                             synchronous=False)))
+    s = space.spec.search.scheduler
+    assert s.rungs == [1, 3, 5] and s.window == 2 and s.synchronous is False
+    text = describe(space)
+    assert "rungs at epochs [1, 3, 5]" in text and "last 2 epochs" in text
+    assert "asynchronous" in text
+    assert "rungs at epochs [1, 2, 4]" in describe(load_space(write(tmp_path, sched(
+        grace_period=1, reduction_factor=2))))
+    with pytest.raises(ConfigError, match="grace_period: 10 is not below the budget"):
+        load_space(write(tmp_path, sched(grace_period=10)))
+
+
+@pytest.mark.parametrize("rungs,needle", [
+    ([3, 2], "strictly increasing"),
+    ([2, 2], "strictly increasing"),
+    ([0, 2], ">= 1"),
+    ([], "at least one rung"),
+    ([2, 6], "below the budget of 6 epochs"),
+    ([2, 9], "[9] are not"),
+    ("2,4", "valid list"),
+])
+def test_bad_rungs_are_refused(tmp_path: Path, rungs, needle) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_space(write(tmp_path, sched(rungs=rungs)))
+    msg = str(err.value)
+    assert "search.scheduler.rungs" in msg and needle in msg, msg
+
+
+def test_window_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"search\.scheduler\.window: Input should be greater than"
+                                          r" or equal to 1 \(got 0\)"):
+        load_space(write(tmp_path, sched(window=0)))
+
+
+def test_describe_reads_the_method_table() -> None:
+    text = describe(load_space(SPACES / "kd.yaml"))
+    assert "uses loss fields tau, alpha, multiplier, semantics" in text
+    assert "needs a teacher checkpoint" in text
+
+
+def test_set_reaches_dotted_parameter_names(tmp_path: Path) -> None:
+    p = write(tmp_path, {**grid(**{"loss.tau": [1.0, 2.0]}), "searcher": {"kind": "random"}})
+    space = load_space(p, {"search.params.loss.tau.values": [4.0, 8.0, 16.0],
+                           "search.params.loss.alpha": {"kind": "uniform", "low": 0.1,
+                                                        "high": 0.9}})
+    assert space.params["loss.tau"].values == [4.0, 8.0, 16.0]
+    assert space.params["loss.alpha"].low == 0.1

@@ -1,32 +1,53 @@
 """Run configuration: typed, strict (unknown keys are errors), validated at the boundary.
 
 A run config is plain YAML (loaded with `yaml.safe_load` only: nothing in a config can import or run
-code). Every problem is reported at once, each line naming the file, the key path and the bad value.
+code). Every problem is reported at once, each line naming the file (or the `--set` override that
+supplied the value), the key path and the bad value. Problems are `errors.Problem` records, formatted
+once by `ConfigError`.
+
+What a method needs (a teacher, which `loss.*` fields, the manual teacher's `a` range) is read from
+one table, `registry.METHOD_REGISTRY`; `METHODS` and `TEACHER_METHODS` are derived from it.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import json
 import os
 import re
+import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
-from .registry import did_you_mean
+from .errors import NO_VALUE, ConfigError, Problem
+from .registry import METHOD_REGISTRY, did_you_mean
 
 # Static facts about the datasets, kept here so configs validate without importing torch;
 # tests check they agree with tfkd_search.data.DATASETS.
 NUM_CLASSES: dict[str, int] = {
     "cifar10": 10, "cifar100": 100, "tiny-imagenet": 200, "digits": 10, "synthetic": 10,
 }
-METHODS = ("ce", "lsr", "kd", "tfkd_self", "tfkd_reg")
-TEACHER_METHODS = ("kd", "tfkd_self")
+# derived from the method table (registry.METHOD_REGISTRY), in registration order
+METHODS: tuple[str, ...] = tuple(METHOD_REGISTRY)
+TEACHER_METHODS: tuple[str, ...] = tuple(n for n, m in METHOD_REGISTRY.items() if m.needs_teacher)
+
+
+class FieldProblems(ValueError):
+    """Raised inside a model validator to report problems at specific keys below the model.
+
+    `items` are (relative key path, message, value or NO_VALUE); validation_problems() turns each into
+    its own Problem, so a cross-field check still names the key (and, for `--set`, its origin).
+    """
+
+    def __init__(self, items: Iterable[tuple[str, str, Any]]) -> None:
+        self.items = list(items)
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m, _ in self.items))
 
 
 class Strict(BaseModel):
@@ -118,7 +139,7 @@ class RunConfig(Strict):
     cuda_graphs: bool | None = Field(None, description="capture the training step in a CUDA graph "
                                      "(null: on for CUDA)")
     model: str = Field("tiny_cnn", description="student architecture")
-    method: str = Field("ce", description="ce | lsr | kd | tfkd_self | tfkd_reg")
+    method: str = Field("ce", description=" | ".join(METHODS))
     data: DataConfig = DataConfig()
     loss: LossConfig = LossConfig()
     teacher: TeacherConfig | None = None
@@ -131,7 +152,7 @@ class RunConfig(Strict):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in METHODS:
+        if v not in METHOD_REGISTRY:
             raise ValueError(f"unknown method {v!r}.{did_you_mean(v, METHODS)} "
                              f"Available: {', '.join(METHODS)}")
         return v
@@ -144,19 +165,22 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _coherent(self) -> RunConfig:
         c = NUM_CLASSES[self.data.dataset]
-        problems = []
-        if self.method == "tfkd_reg" and not self.loss.a > 1.0 / c:
-            problems.append(f"loss.a must be in (1/C, 1] = ({1.0 / c:.4g}, 1] for {self.data.dataset} "
-                            f"(C={c}), got {self.loss.a}")
-        if self.method in TEACHER_METHODS and self.teacher is None:
-            problems.append(f"method {self.method!r} needs a teacher: add 'teacher: {{checkpoint: "
-                            f"PATH}}' (a checkpoint written by 'tfkd-search train')")
-        if (self.method == "tfkd_self" and self.teacher is not None
+        m = METHOD_REGISTRY.get(self.method)
+        problems: list[tuple[str, str, Any]] = []
+        if m.manual_teacher and not self.loss.a > 1.0 / c:
+            problems.append(("loss.a", f"loss.a must be in (1/C, 1] = ({1.0 / c:.4g}, 1] for "
+                             f"{self.data.dataset} (C={c}) with method {self.method!r}", self.loss.a))
+        if m.needs_teacher and self.teacher is None:
+            problems.append(("teacher", f"method {self.method!r} needs a teacher: add 'teacher: "
+                             f"{{checkpoint: PATH}}' (a checkpoint written by 'tfkd-search train')",
+                             NO_VALUE))
+        if (m.same_architecture and self.teacher is not None
                 and self.teacher.model not in (None, self.model)):
-            problems.append(f"tfkd_self distils from the same architecture: teacher.model is "
-                            f"{self.teacher.model!r} but model is {self.model!r}")
+            problems.append(("teacher.model", f"{self.method} distils from the same architecture: "
+                             f"teacher.model is {self.teacher.model!r} but model is {self.model!r}",
+                             NO_VALUE))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise FieldProblems(problems)
         return self
 
     @property
@@ -177,20 +201,27 @@ def _check_model_name(v: str) -> str:
 # Loading, overrides and error formatting
 
 
-def format_validation_error(source: str, err: ValidationError, prefix: str = "",
-                            root: Any = None) -> list[str]:
-    """One line per problem: '<source>: <key.path>: <message> (got <value>)'.
+def validation_problems(err: ValidationError, source: str, prefix: str = "",
+                        root: Any = None) -> list[Problem]:
+    """One Problem per pydantic error: key path (union tags dropped), message, bad value.
 
     `root` is the model validated (default RunConfig); unknown keys get a close-match hint from the
-    fields of the model at their location.
+    fields of the model at their location; `prefix` is put before every path (e.g. "base").
     """
-    lines = []
+    root = root or RunConfig
+    out: list[Problem] = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-        where = ".".join(x for x in (prefix, loc) if x) or "(top level)"
+        parts, container = _walk_loc(e["loc"], root)
+        path = ".".join(str(p) for p in parts)
+        exc = (e.get("ctx") or {}).get("error")
+        if isinstance(exc, FieldProblems):
+            for sub, msg, value in exc.items:
+                full = ".".join(x for x in (path, sub) if x)
+                out.append(Problem(source, full, msg, value).under(prefix))
+            continue
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key" + _key_hint(e["loc"], root or RunConfig)
+            msg = "unknown key." + _key_hint(str(parts[-1]) if parts else "", container)
         elif e["type"] == "missing":
             msg = "required key is missing; add it"
         elif e["type"] in ("literal_error", "union_tag_invalid"):
@@ -199,61 +230,96 @@ def format_validation_error(source: str, err: ValidationError, prefix: str = "",
             bad = ctx.get("tag", e.get("input"))
             hint = did_you_mean(str(bad), expected)
             msg = msg.rstrip(".") + "." + hint if hint else msg
-        got = ""
-        if e["type"] not in ("extra_forbidden", "missing") and not isinstance(e.get("input"), dict):
-            got = f" (got {e.get('input')!r})"
-        lines.append(f"{source}: {where}: {msg}{got}")
-    return lines
+        value = e.get("input", NO_VALUE)
+        if e["type"] in ("extra_forbidden", "missing") or isinstance(value, dict):
+            value = NO_VALUE
+        out.append(Problem(source, path, msg, value).under(prefix))
+    return out
 
 
-def _key_hint(loc: tuple[Any, ...], root: Any = None) -> str:
-    """Close-match hint for an unknown key, from the fields of the model at that location."""
-    model: Any = root or RunConfig
-    parts = list(loc[:-1])
-    while parts:
-        part = parts.pop(0)
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return ""
-        model = _model_of(field.annotation, parts)
-        if model is None:
-            return ""
-    names = list(getattr(model, "model_fields", {}))
-    hint = did_you_mean(str(loc[-1]), names)
-    return hint + (f" Valid keys here: {', '.join(names)}" if names else "")
+def format_validation_error(source: str, err: ValidationError, prefix: str = "",
+                            root: Any = None) -> list[str]:
+    """One line per problem: '<source>: <key.path>: <message> (got <value>)'."""
+    return [p.format() for p in validation_problems(err, source, prefix, root)]
 
 
-def _model_of(ann: Any, rest: list[Any]) -> Any:
-    """The pydantic model a field annotation leads to, consuming dict keys and union tags from `rest`."""
-    if hasattr(ann, "model_fields"):
+def _key_hint(name: str, container: Any) -> str:
+    """Close-match hint for an unknown key, from the fields of the model that holds it."""
+    names = list(getattr(container, "model_fields", {}))
+    if not names:
+        return ""
+    return did_you_mean(name, names) + f" Valid keys here: {', '.join(names)}"
+
+
+def _unwrap(ann: Any) -> Any:
+    """Strip Annotated[...] and Optional[...] from an annotation."""
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is typing.Annotated:
+            ann = typing.get_args(ann)[0]
+            continue
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if len(args) == 1:
+                ann = args[0]
+                continue
         return ann
-    origin = typing.get_origin(ann)
-    args = typing.get_args(ann)
-    if origin is typing.Annotated:
-        return _model_of(args[0], rest)
+
+
+def _tagged_members(ann: Any) -> dict[str, Any]:
+    """{tag: model} of a discriminated union of models with a Literal `kind` field."""
+    if typing.get_origin(ann) not in (typing.Union, types.UnionType):
+        return {}
+    out = {}
+    for member in typing.get_args(ann):
+        kind = getattr(member, "model_fields", {}).get("kind")
+        for tag in typing.get_args(kind.annotation) if kind is not None else ():
+            out[str(tag)] = member
+    return out
+
+
+def _step(ann: Any, part: Any) -> Any:
+    """The annotation of `part` inside `ann` (a model's field, a dict's value, a list's item)."""
+    if hasattr(ann, "model_fields"):
+        field = ann.model_fields.get(part)
+        return field.annotation if field is not None else None
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is dict and len(args) == 2:
-        if not rest:
-            return None
-        rest.pop(0)  # the dict key (e.g. a parameter name)
-        return _model_of(args[1], rest)
-    models = [m for m in (_model_of(a, []) for a in args) if m is not None]
-    if len(models) == 1:
-        return models[0]
-    if models and rest:  # a tagged union: pydantic puts the tag into the location
-        tag = str(rest[0])
-        for m in models:
-            kind = getattr(m, "model_fields", {}).get("kind")
-            if kind is not None and tag in typing.get_args(kind.annotation):
-                rest.pop(0)
-                return m
+        return args[1]
+    if origin in (list, tuple) and args:
+        return args[0]
     return None
+
+
+def _walk_loc(loc: tuple[Any, ...], root: Any) -> tuple[list[Any], Any]:
+    """Clean a pydantic location: drop validator entries and the tags pydantic inserts for tagged
+    unions. Returns (key path parts, the model that holds the last part, or None)."""
+    items = [p for p in loc if not str(p).startswith("function-")]
+    parts: list[Any] = []
+    ann: Any = root
+    container: Any = root
+    i = 0
+    while i < len(items):
+        part = items[i]
+        parts.append(part)
+        container = ann
+        ann = _unwrap(_step(ann, part)) if ann is not None else None
+        i += 1
+        tagged = _tagged_members(ann)
+        if tagged and i < len(items) and str(items[i]) in tagged:
+            ann = tagged[str(items[i])]
+            i += 1
+    return parts, container
 
 
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     """safe_load a YAML file; syntax errors become a ConfigError with the line number."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; pass the path of a YAML file"
+                          f"{_path_hint(p, folder=True)}")
     if not p.is_file():
-        raise ConfigError(f"{p}: file not found; pass the path of a YAML file")
+        raise ConfigError(f"{p}: file not found; pass the path of a YAML file{_path_hint(p)}")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -294,26 +360,49 @@ def parse_set(items: Iterable[str], source: str = "--set") -> dict[str, Any]:
     return out
 
 
-def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
-    """Set a dotted path in a nested dict (creating sections as needed)."""
+def set_path(tree: dict[str, Any], path: str | Sequence[str], value: Any) -> None:
+    """Set a dotted path (or a list of keys) in a nested dict, creating sections as needed.
+
+    An existing key that itself contains dots (a search parameter such as `loss.tau` under
+    `search.params`) is matched whole, so `search.params.loss.tau.values` reaches its values."""
+    parts = path.split(".") if isinstance(path, str) else list(path)
+    shown = path if isinstance(path, str) else ".".join(path)
     node = tree
-    parts = path.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
+    i = 0
+    while True:
+        j = _longest_key(node, parts, i)
+        key = ".".join(parts[i:j])
+        if j == len(parts):
+            node[key] = value
+            return
+        child = node.get(key)
         if child is None:
-            child = node[part] = {}
+            child = node[key] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {path!r}: {part!r} is {child!r}, not a section")
-        node = child
-    node[parts[-1]] = value
+            raise ConfigError(f"cannot set {shown!r}: {key!r} is {child!r}, not a section")
+        node, i = child, j
+
+
+def _longest_key(node: Mapping[str, Any], parts: list[str], i: int) -> int:
+    """End index j of the longest parts[i:j] joined by dots that is a key of `node` (at least i+1)."""
+    for j in range(len(parts), i + 1, -1):
+        if ".".join(parts[i:j]) in node:
+            return j
+    return i + 1
 
 
 def get_path(tree: Mapping[str, Any], path: str, default: Any = None) -> Any:
     node: Any = tree
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+    parts = path.split(".")
+    i = 0
+    while i < len(parts):
+        if not isinstance(node, Mapping):
             return default
-        node = node[part]
+        j = _longest_key(node, parts, i)
+        key = ".".join(parts[i:j])
+        if key not in node:
+            return default
+        node, i = node[key], j
     return node
 
 
@@ -324,19 +413,153 @@ def with_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
     return tree
 
 
-def build_run_config(raw: Mapping[str, Any], source: str = "config", prefix: str = "") -> RunConfig:
-    """Validate a raw mapping into a RunConfig, or raise one ConfigError listing every problem."""
+def _path_hint(p: Path, folder: bool = False) -> str:
+    """'. Did you mean <sibling>?' from the files next to `p` (YAML files first), or ''."""
+    if folder:  # a folder was given: name the YAML files inside it
+        inside = sorted(c.name for c in p.glob("*.y*ml"))[:5]
+        return f". It holds {', '.join(str(p / n) for n in inside)}" if inside else ""
+    parent = p.parent
     try:
-        return RunConfig.model_validate(raw)
+        siblings = sorted(c.name for c in parent.iterdir() if c.is_file())
+    except OSError:
+        return ""
+    yamls = [n for n in siblings if n.endswith((".yaml", ".yml"))]
+    near = (difflib.get_close_matches(p.name, yamls, n=1, cutoff=0.6)
+            or difflib.get_close_matches(p.name, siblings, n=1, cutoff=0.6))
+    return f". Did you mean {parent / near[0]}?" if near else ""
+
+
+def check_run_config(raw: Mapping[str, Any], source: str = "config", prefix: str = ""
+                     ) -> tuple[RunConfig | None, list[Problem]]:
+    """Validate a raw mapping: (the config, []) or (None, every problem)."""
+    try:
+        return RunConfig.model_validate(raw), []
     except ValidationError as err:
-        lines = format_validation_error(source, err, prefix)
-        raise ConfigError("invalid run config:\n  " + "\n  ".join(lines)) from None
+        return None, validation_problems(err, source, prefix)
 
 
-def load_run_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
-                    ) -> RunConfig:
+def build_run_config(raw: Mapping[str, Any], source: str = "config", prefix: str = "",
+                     overrides: Mapping[str, str] | None = None) -> RunConfig:
+    """Validate a raw mapping into a RunConfig, or raise one ConfigError listing every problem.
+
+    `overrides` maps the dotted paths (below `prefix`) that overrides set to a label such as
+    "--set loss.tau=-2" (see override_labels): problems at those paths name it instead of `source`.
+    """
+    cfg, problems = check_run_config(raw, source, prefix)
+    if cfg is None:
+        problems = attribute(problems, overrides or {})
+        raise ConfigError(problems=problems, header=_header("invalid run config", source, problems))
+    return cfg
+
+
+def load_run_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None,
+                    *, labels: Mapping[str, str] | None = None) -> RunConfig:
+    """Read, override and validate a run config file.
+
+    `overrides` are `--set` values (dotted key -> value). A problem caused by one says so
+    ("--set loss.tau=-2: loss.tau: ...") instead of blaming the file; `labels` may name another
+    origin for a key (e.g. {"data.data_dir": "--data-dir"}).
+    """
     raw = read_yaml(path)
-    return build_run_config(with_overrides(raw, overrides or {}), source=str(path))
+    overrides = dict(overrides or {})
+    return build_run_config(with_overrides(raw, overrides), source=str(path),
+                            overrides=override_labels(overrides, labels))
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a value came from: the file or a --set override
+
+
+def render_value(value: Any) -> str:
+    """A value as it would be typed after `--set key=` (YAML/JSON flow style)."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, list, tuple, dict)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def override_labels(overrides: Mapping[str, Any], labels: Mapping[str, str] | None = None,
+                    targets: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{target path: label} for each override: "--set KEY=VALUE" unless `labels` names the key.
+
+    `targets` maps an override key to the path it sets when that differs (e.g. loss.tau ->
+    base.loss.tau in a search space)."""
+    out = {}
+    for key, value in overrides.items():
+        label = (labels or {}).get(key) or f"--set {key}={render_value(value)}"
+        out[(targets or {}).get(key, key)] = label
+    return out
+
+
+def origin_of(path: str, labels: Mapping[str, str], *, parent_too: bool = False) -> str | None:
+    """The label of the override that set the value at `path` (or a section holding it), or None.
+
+    `parent_too`: an override of a key below `path` counts too (e.g. a search parameter's values)."""
+    best: tuple[str, str] | None = None
+    for target, label in labels.items():
+        if (path == target or path.startswith(target + ".")
+                or (parent_too and target.startswith(path + "."))):
+            if best is None or len(target) > len(best[0]):
+                best = (target, label)
+    return best[1] if best else None
+
+
+def attribute(problems: Iterable[Problem], labels: Mapping[str, str],
+              parent_too: tuple[str, ...] = ()) -> list[Problem]:
+    """Set each problem's origin from the overrides (`labels`, see override_labels) that supplied
+    its value. Problems whose path starts with one of `parent_too` also match overrides below it."""
+    out = []
+    for p in problems:
+        origin = origin_of(p.path, labels,
+                           parent_too=bool(parent_too) and p.path.startswith(parent_too))
+        out.append(Problem(p.source, p.path, p.message, p.value, origin) if origin else p)
+    return out
+
+
+def _header(title: str, source: str, problems: Iterable[Problem]) -> str:
+    if any(p.origin for p in problems):
+        return f"{title} ({source} with command-line overrides)"
+    return title
+
+
+def describe_changes(old: Any, new: Any) -> list[str]:
+    """What differs between two override dicts or raw trees (dotted or nested keys), or two Spaces
+    (compared by their `.overrides`): one 'dotted.key: old -> new' line per changed key, in order, a
+    key missing on one side shown as '(not set)'. Empty when nothing differs."""
+    fa, fb = flatten(_as_tree(old)), flatten(_as_tree(new))
+    lines = []
+    for key in [*fa, *(k for k in fb if k not in fa)]:
+        va, vb = fa.get(key, _NOT_SET), fb.get(key, _NOT_SET)
+        if not _same(va, vb):
+            lines.append(f"{key}: {_show(va)} -> {_show(vb)}")
+    return lines
+
+
+_NOT_SET: Any = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is _NOT_SET or b is _NOT_SET:
+        return a is b
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _show(v: Any) -> str:
+    return "(not set)" if v is _NOT_SET else render_value(v)
+
+
+def _as_tree(x: Any) -> Mapping[str, Any]:
+    if x is None:
+        return {}
+    if not isinstance(x, Mapping):
+        value = getattr(x, "overrides", None)
+        if isinstance(value, Mapping):
+            return value
+        raise TypeError(f"describe_changes: expected a mapping or a Space, got {type(x).__name__}")
+    return x
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

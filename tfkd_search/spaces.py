@@ -10,12 +10,27 @@ File format (see search_spaces/*.yaml)::
         loss.alpha: {kind: uniform, low: 0.1, high: 0.9}
       searcher:  {kind: grid | random | optuna, seed: 0}
       num_samples: 1
-      scheduler: {kind: asha | none, metric: val_acc, mode: max, grace_period: 10, reduction_factor: 3}
+      scheduler: {kind: asha | none, metric: val_acc, mode: max, grace_period: 10, reduction_factor: 3,
+                  rungs: null, synchronous: true, window: 1}
       resources: {cpu: 1, gpu: 0.25}
     export: {top_k: 3, seeds: [0, 1, 2], epochs: 200}
 
 Bounds: `uniform`/`loguniform` sample [low, high]; `int` includes both ends; `grid` visits every value;
 `choice` samples one value.
+
+Scheduler (ASHA, `max_t` = the budget in epochs):
+
+* `rungs`: explicit rung epochs, strictly increasing, each >= 1 and below the budget; null (default)
+  = geometric rungs grace_period * reduction_factor**k below the budget.
+* `synchronous` (default true): a rung is decided once it is complete (every trial that can reach
+  it has reported there), so the result does not depend on the order results arrive; false =
+  classic asynchronous ASHA (decide as results arrive).
+* `window` (default 1): the rung and ranking metric is the mean of `metric` over the last `window`
+  epochs (1 = the last epoch's value).
+
+Every problem is reported at once (`load_space`): unknown keys and bad values in the spec and the
+base config, unknown search parameters, parameter values that give an invalid run config, and the
+checks that need the budget. A problem caused by a `--set` override names it instead of the file.
 """
 
 from __future__ import annotations
@@ -29,9 +44,13 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from .config import (ConfigError, RunConfig, Strict, build_run_config, config_to_dict, flatten,
-                     format_validation_error, get_path, read_yaml, with_overrides)
-from .registry import did_you_mean
+from pydantic import TypeAdapter
+
+from .config import (ConfigError, FieldProblems, RunConfig, Strict, attribute, build_run_config,
+                     check_run_config, config_to_dict, flatten, get_path, override_labels, read_yaml,
+                     set_path, validation_problems, with_overrides)
+from .errors import Problem
+from .registry import METHOD_REGISTRY, did_you_mean
 
 
 class Grid(Strict):
@@ -99,6 +118,38 @@ class Scheduler(Strict):
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, description="epochs before the first ASHA cut")
     reduction_factor: float = Field(3.0, gt=1.0)
+    rungs: list[int] | None = Field(
+        None, description="explicit rung epochs, strictly increasing, each >= 1 and below the "
+        "budget; null = geometric: grace_period * reduction_factor**k")
+    synchronous: bool = Field(
+        True, description="decide a rung once every trial that can reach it has reported there "
+        "(order-independent); false = classic asynchronous ASHA")
+    window: int = Field(1, ge=1, description="rung/ranking metric = mean of `metric` over the last "
+                        "`window` epochs")
+
+    @model_validator(mode="after")
+    def _rungs(self) -> Scheduler:
+        r = self.rungs
+        if r is None:
+            return self
+        if not r:
+            raise FieldProblems([("rungs", "needs at least one rung epoch; use null for geometric "
+                                  "rungs from grace_period and reduction_factor", r)])
+        if any(x < 1 for x in r) or any(b <= a for a, b in zip(r, r[1:])):
+            raise FieldProblems([("rungs", "rung epochs must be strictly increasing and each >= 1, "
+                                  "e.g. [2, 6, 18]", r)])
+        return self
+
+    def rung_epochs(self, budget: int) -> list[int]:
+        """The rungs below `budget`: the explicit ones, or the geometric grace*rf**k."""
+        if self.rungs is not None:
+            return [x for x in self.rungs if x < budget]
+        out: list[int] = []
+        k = 0
+        while (t := self.grace_period * self.reduction_factor ** k) < budget:
+            out.append(int(t) if float(t).is_integer() else int(math.ceil(t)))
+            k += 1
+        return sorted(set(out))
 
 
 class Resources(Strict):
@@ -133,10 +184,13 @@ class SearchSpace(Strict):
 
 
 class Space:
-    """A validated search space: the spec, its source, and the validated base config."""
+    """A validated search space: the spec, its source, the validated base config, the raw tree (with
+    overrides applied) and the overrides themselves (target path -> value, e.g. base.loss.tau)."""
 
-    def __init__(self, spec: SearchSpace, source: str, base: RunConfig, raw: dict[str, Any]) -> None:
+    def __init__(self, spec: SearchSpace, source: str, base: RunConfig, raw: dict[str, Any],
+                 overrides: Mapping[str, Any] | None = None) -> None:
         self.spec, self.source, self.base, self.raw = spec, source, base, raw
+        self.overrides: dict[str, Any] = dict(overrides or {})
 
     @property
     def params(self) -> dict[str, Any]:
@@ -163,89 +217,158 @@ class Space:
                                 prefix="base")
 
 
+_DISTRIBUTION: TypeAdapter[Any] = TypeAdapter(Distribution)
+
+
 def _valid_paths() -> list[str]:
     paths = flatten(config_to_dict(RunConfig()))
     paths.pop("teacher", None)
     return sorted([*paths, "teacher.checkpoint", "teacher.model"])
 
 
-def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> Space:
+def _override_target(key: str) -> str:
+    """Where a `--set` key applies: the space file (base./search./export./name...) or the base."""
+    return key if key.split(".", 1)[0] in SearchSpace.model_fields else f"base.{key}"
+
+
+def _param_aware(raw: Mapping[str, Any], target: str) -> list[str]:
+    """Key list of an override target; below search.params the parameter name keeps its dots: an
+    existing parameter is matched whole (search.params.loss.tau.values), a new one takes the rest
+    (search.params.loss.eps={kind: grid, values: [0.1]})."""
+    prefix = "search.params."
+    if not target.startswith(prefix):
+        return target.split(".")
+    rest = target[len(prefix):]
+    params = get_path(raw, "search.params")
+    names = sorted(params, key=len, reverse=True) if isinstance(params, Mapping) else []
+    for name in names:
+        if rest == name or rest.startswith(name + "."):
+            return ["search", "params", name, *filter(None, rest[len(name):].split("."))]
+    return ["search", "params", rest]
+
+
+def _part(model: Any, raw: Any) -> Any:
+    """`raw` validated as `model` (a pydantic class or TypeAdapter), or None when it is invalid (its
+    problems are reported by the validation of the whole spec)."""
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(raw)
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None, *,
+               labels: Mapping[str, str] | None = None) -> Space:
     """Load, validate and corner-check a search-space file; raises one ConfigError with every problem.
 
     `overrides` are `--set` values: keys starting with base./search./export./name apply to the file,
-    any other key (e.g. `loss.tau`) to the base run config.
+    any other key (e.g. `loss.tau`) to the base run config. A problem with a value an override
+    supplied names the override ("--set loss.tau=-2: base.loss.tau: ..."), not the file; `labels`
+    may name another origin for a key (e.g. {"base.data.data_dir": "--data-dir"}).
     """
     source = str(path)
     raw = read_yaml(path)
-    for key, value in (overrides or {}).items():
-        top = key.split(".", 1)[0]
-        target = key if top in SearchSpace.model_fields else f"base.{key}"
-        raw = with_overrides(raw, {target: value})
-    problems: list[str] = []
+    overrides = dict(overrides or {})
+    targets = {key: _override_target(key) for key in overrides}
+    for key, value in overrides.items():
+        set_path(raw, _param_aware(raw, targets[key]), value)
+    problems: list[Problem] = []
+
+    spec: SearchSpace | None = None
     try:
         spec = SearchSpace.model_validate(raw)
     except ValidationError as err:
-        lines = [_fix_loc(x) for x in format_validation_error(source, err, root=SearchSpace)]
-        if isinstance(raw.get("base"), dict):  # report the base config's problems too, all at once
-            try:
-                build_run_config(raw["base"], source=source, prefix="base")
-            except ConfigError as base_err:
-                lines += str(base_err).split("\n", 1)[-1].strip().split("\n  ")
-        raise ConfigError("invalid search space:\n  " + "\n  ".join(lines)) from None
-    try:
-        base = build_run_config(spec.base, source=source, prefix="base")
-    except ConfigError as err:
-        raise ConfigError(str(err).replace("invalid run config", "invalid search space")) from None
+        problems += validation_problems(err, source, root=SearchSpace)
 
+    base: RunConfig | None = None
+    base_raw = raw.get("base")
+    base_seen: set[tuple[str, str]] = set()
+    if isinstance(base_raw, dict):
+        base, base_problems = check_run_config(base_raw, source, prefix="base")
+        problems += base_problems
+        base_seen = {(p.path, p.message) for p in base_problems}
+
+    search_raw = raw.get("search") if isinstance(raw.get("search"), dict) else {}
+    params_raw = search_raw.get("params") if isinstance(search_raw.get("params"), dict) else {}
+    searcher = spec.search.searcher if spec else _part(Searcher, search_raw.get("searcher", {}))
     valid = _valid_paths()
-    s = spec.search
-    for key, dist in s.params.items():
-        where = f"{source}: search.params.{key}"
+    for key, dist_raw in params_raw.items():
+        where = f"search.params.{key}"
         if key not in valid:
-            problems.append(f"{where}: unknown parameter {key!r}.{did_you_mean(key, valid)} Parameters "
-                            f"are dotted paths of the run config, e.g. loss.tau, loss.alpha, loss.a")
+            problems.append(Problem(
+                source, where, f"unknown parameter {key!r}.{did_you_mean(key, valid)} Parameters "
+                f"are dotted paths of the run config, e.g. loss.tau, loss.alpha, loss.a"))
             continue
-        if s.searcher.kind == "grid" and not isinstance(dist, Grid):
-            problems.append(f"{where}: searcher 'grid' needs kind: grid for every parameter, got "
-                            f"kind: {dist.kind}; use searcher 'random' or 'optuna' to sample it")
-        if s.searcher.kind == "optuna" and isinstance(dist, Grid):
-            problems.append(f"{where}: searcher 'optuna' cannot take kind: grid; use kind: choice")
+        dist = spec.search.params[key] if spec else _part(_DISTRIBUTION, dist_raw)
+        if dist is None:
+            continue
+        if searcher is not None and searcher.kind == "grid" and not isinstance(dist, Grid):
+            problems.append(Problem(
+                source, where, f"searcher 'grid' needs kind: grid for every parameter, got kind: "
+                f"{dist.kind}; use searcher 'random' or 'optuna' to sample it"))
+        if searcher is not None and searcher.kind == "optuna" and isinstance(dist, Grid):
+            problems.append(Problem(source, where,
+                                    "searcher 'optuna' cannot take kind: grid; use kind: choice"))
+        if not isinstance(base_raw, dict):
+            continue
         typed = []
         for value in _corners(dist):
-            try:
-                cfg = build_run_config(with_overrides(spec.base, {key: value}), source=source)
-            except ConfigError as err:
-                msg = str(err).split("\n", 1)[-1].strip().removeprefix(f"{source}: ")
-                problems.append(f"{where}: value {value!r} gives an invalid run config: {msg}")
-                continue
-            typed.append(get_path(config_to_dict(cfg), key))
-        if isinstance(dist, (Grid, Choice)) and len(typed) == len(dist.values):
+            cfg, corner = check_run_config(with_overrides(base_raw, {key: value}), source)
+            # the base's own problems are reported once, above; only what this value adds counts
+            new = [p for p in corner if (p.under("base").path, p.message) not in base_seen]
+            for p in new:
+                problems.append(Problem(source, where, f"value {value!r} gives an invalid run "
+                                        f"config: {p.detail()}"))
+            if cfg is not None:
+                typed.append(get_path(config_to_dict(cfg), key))
+        if spec is not None and isinstance(dist, (Grid, Choice)) and len(typed) == len(dist.values):
             # values as the run config types them: YAML reads 1e-4 as the string '1e-4', which the
             # config accepts as a float; trials, MLflow and trials.parquet must see the float
-            s.params[key] = dist.model_copy(update={"values": typed})
-    space = Space(spec, source, base, raw)
-    if space.num_trials() > s.max_trials:
-        problems.append(f"{source}: search: the grid has {space.num_trials()} trials, more than "
-                        f"search.max_trials={s.max_trials}; shrink the grid or raise max_trials")
-    sch = s.scheduler
-    if sch.kind == "asha" and sch.grace_period >= space.budget:
-        problems.append(f"{source}: search.scheduler.grace_period: {sch.grace_period} is not below the "
-                        f"budget of {space.budget} epochs (base.schedule.budget), so ASHA could never "
-                        f"stop a trial; lower grace_period or use scheduler kind: none")
-    g = s.resources.gpu
+            spec.search.params[key] = dist.model_copy(update={"values": typed})
+
+    space = Space(spec, source, base, raw, {targets[k]: v for k, v in overrides.items()}) \
+        if spec is not None and base is not None else None
+    if space is not None and space.num_trials() > spec.search.max_trials:  # type: ignore[union-attr]
+        s = spec.search  # type: ignore[union-attr]
+        problems.append(Problem(source, "search", f"the grid has {space.num_trials()} trials, more "
+                                f"than search.max_trials={s.max_trials}; shrink the grid or raise "
+                                f"max_trials"))
+    sch = spec.search.scheduler if spec else _part(Scheduler, search_raw.get("scheduler", {}))
+    if base is not None and sch is not None and sch.kind == "asha":
+        problems += _scheduler_problems(sch, base.schedule.trained_epochs, source)
+    res = spec.search.resources if spec else _part(Resources, search_raw.get("resources", {}))
+    g = res.gpu if res is not None else 0
     if g > 0 and abs(1 / g - round(1 / g)) > 1e-6:
-        problems.append(f"{source}: search.resources.gpu: {g} does not divide one GPU; use 1/k "
-                        f"(1, 0.5, 0.25, 0.2, ...) so trials pack evenly")
+        problems.append(Problem(source, "search.resources.gpu", f"{g} does not divide one GPU; use "
+                                f"1/k (1, 0.5, 0.25, 0.2, ...) so trials pack evenly"))
     if problems:
-        raise ConfigError("invalid search space:\n  " + "\n  ".join(problems))
+        labels_by_path = override_labels(overrides, labels, targets)
+        problems = attribute(problems, labels_by_path, parent_too=("search.params.",))
+        header = "invalid search space"
+        if any(p.origin for p in problems):
+            header += f" ({source} with command-line overrides)"
+        raise ConfigError(problems=problems, header=header)
+    assert space is not None
     return space
 
 
-def _fix_loc(line: str) -> str:
-    # pydantic names union members ("search.params.loss.tau.uniform.low"); drop the tag names
-    for tag in ("grid", "choice", "uniform", "loguniform", "int"):
-        line = line.replace(f".{tag}.", ".").replace(f".{tag}: ", ": ")
-    return line
+def _scheduler_problems(sch: Scheduler, budget: int, source: str) -> list[Problem]:
+    if sch.rungs is None:
+        if sch.grace_period >= budget:
+            return [Problem(source, "search.scheduler.grace_period",
+                            f"{sch.grace_period} is not below the budget of {budget} epochs "
+                            f"(base.schedule.budget), so ASHA could never stop a trial; lower "
+                            f"grace_period or use scheduler kind: none")]
+        return []
+    late = [r for r in sch.rungs if r >= budget]
+    if late:
+        return [Problem(source, "search.scheduler.rungs",
+                        f"rung epochs must be below the budget of {budget} epochs "
+                        f"(base.schedule.budget), but {late} are not: a trial that reaches the budget "
+                        f"is finished, so no cut can happen there; drop them or raise the budget",
+                        sch.rungs)]
+    return []
 
 
 def _corners(dist: Any) -> list[Any]:
@@ -265,19 +388,30 @@ def describe(space: Space, gpus: float = 0, cpus: float | None = None) -> str:
     """Human-readable plan of a search (`--dry-run`, `validate`)."""
     s = space.spec.search
     b = space.base
+    method = METHOD_REGISTRY.get(b.method)
     lines = [f"search space {space.spec.name!r} ({space.source})",
              f"  base: {b.method} ({b.loss.semantics} semantics), model {b.model}, "
              f"dataset {b.data.dataset}, budget {space.budget} of {b.schedule.epochs} epochs "
              f"(schedule mode {b.schedule.mode})",
+             f"  method {b.method}: {method.summary}; uses loss fields "
+             f"{', '.join(method.loss_fields) or '(none)'}"
+             f"{'; needs a teacher checkpoint' if method.needs_teacher else ''}",
              "  parameters:"]
     for k, d in space.params.items():
         if isinstance(d, (Grid, Choice)):
             lines.append(f"    {k:<24} {d.kind:<10} {d.values}")
         else:
             lines.append(f"    {k:<24} {d.kind:<10} [{d.low}, {d.high}]")
-    sched = (f"ASHA on {s.scheduler.metric} ({s.scheduler.mode}), grace {s.scheduler.grace_period}, "
-             f"reduction {s.scheduler.reduction_factor:g}, max_t {space.budget}"
-             if s.scheduler.kind == "asha" else "none (every trial runs the whole budget)")
+    sch = s.scheduler
+    if sch.kind == "asha":
+        metric = sch.metric if sch.window == 1 else f"mean {sch.metric} of the last {sch.window} epochs"
+        how = ("explicit" if sch.rungs is not None else
+               f"geometric: grace {sch.grace_period} x {sch.reduction_factor:g}^k")
+        sched = (f"ASHA on {metric} ({sch.mode}), rungs at epochs {sch.rung_epochs(space.budget)} "
+                 f"({how}), reduction {sch.reduction_factor:g}, max_t {space.budget}, "
+                 f"{'synchronous (each rung decided when complete)' if sch.synchronous else 'asynchronous'}")
+    else:
+        sched = "none (every trial runs the whole budget)"
     lines += [f"  searcher: {s.searcher.kind} (seed {s.searcher.seed}); trials: {space.num_trials()}",
               f"  scheduler: {sched}",
               f"  resources per trial: {s.resources.cpu:g} CPU, {s.resources.gpu:g} GPU",
