@@ -369,3 +369,30 @@ def test_bad_input(case: Case, tmp_path: Path, env, teacher, request) -> None:
     assert not (tmp_path / "runs" / "train").exists()
     if other_before is not None:  # a refused resume leaves the other search untouched
         assert _digest(Path(values["other"])) == other_before
+
+
+# ------------------------------------------------------------------------------------------------
+# Where a problem came from (issues 13.2, 13.3, 13.5), through `tfkd-search validate`
+
+
+def test_set_problems_name_the_override_and_every_problem_is_reported(tmp_path: Path, env) -> None:
+    doc = space(("base/optim", {"batchsize": 64}),
+                params(loss__alpah={"kind": "grid", "values": [0.1]}))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    res = run_cli(["validate", str(tmp_path / "space.yaml"), "--set", "loss.tau=-2"], env,
+                  timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    msg = res.stderr
+    assert "Traceback" not in msg
+    assert "--set loss.tau=-2: base.loss.tau: Input should be greater than 0 (got -2)" in msg, msg
+    assert f"{tmp_path}/space.yaml: base.optim.batchsize: unknown key. Did you mean 'batch_size'?" \
+        in msg, msg
+    assert "search.params.loss.alpah: unknown parameter 'loss.alpah'. Did you mean 'loss.alpha'?" \
+        in msg, msg
+
+
+def test_misspelled_space_path_gets_a_close_match(tmp_path: Path, env) -> None:
+    (tmp_path / "quickstart.yaml").write_text(yaml.safe_dump(space()))
+    res = run_cli(["validate", str(tmp_path / "quickstrat.yaml")], env, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"Did you mean {tmp_path}/quickstart.yaml?" in res.stderr, res.stderr
