@@ -1,0 +1,253 @@
+"""Record learning curves: every point of a grid, trained for the whole budget with several seeds.
+
+    python benchmarks/curves.py benchmarks/curves_digits_tiny_cnn.yaml --seeds 3 --workers 2
+    python benchmarks/curves.py search_spaces/quickstart.yaml --seeds 2 --workers 1 --out OUT.parquet
+
+SPEC is a search-space YAML (its base config and its grid params) or a curves YAML::
+
+    space: ../search_spaces/quickstart.yaml     # relative to the curves YAML
+    set: {schedule.epochs: 12, search.params: {...}}   # --set-style overrides of the space
+    extra:                                      # more config groups, each trained like the grid
+      - {name: ce, set: {method: ce}}           # a baseline: base overrides only
+      - {name: official, set: {loss.semantics: official}, params: {loss.alpha: [0.1, 0.9]}}
+    seeds: [0, 1]                               # default seeds (--seeds N overrides: 0..N-1)
+    out: results/curves-digits-tiny_cnn.parquet  # relative to the curves YAML
+
+No Ray: trials run `tfkd_search.trainer.train(cfg, data=splits, report=callback)` in K worker processes
+(`--workers`), each of which loads the data once. On a GPU several workers share it; on the CPU use 1-2
+workers with `--threads 1`. Every epoch is recorded (val_acc, val_loss, lr, train loss parts) and the
+stand-in test accuracy at the end, in one parquet file (one row per config, seed and epoch) whose schema
+metadata holds the base config, budget and groups. The file is rewritten after every trial, and a rerun
+skips the (config, seed) pairs it already holds, so an interrupted recording continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tfkd_search.config import (build_run_config, config_to_dict, get_path, read_yaml,  # noqa: E402
+                                with_overrides)
+
+# Config keys recorded for every config (the identity of a curve), then any other searched path.
+KEYS = ("method", "loss.semantics", "loss.tau", "loss.alpha", "loss.a", "loss.multiplier", "loss.eps")
+EPOCH_METRICS = ("val_acc", "val_loss", "lr", "train_loss", "train_ce", "train_kl", "epoch_seconds")
+# Keys that matter for each method (the rest of a baseline's loss block is unused).
+RELEVANT = {"ce": (), "lsr": ("loss.semantics", "loss.eps"),
+            "tfkd_reg": ("loss.semantics", "loss.tau", "loss.alpha", "loss.a", "loss.multiplier"),
+            "kd": ("loss.semantics", "loss.tau", "loss.alpha", "loss.multiplier"),
+            "tfkd_self": ("loss.semantics", "loss.tau", "loss.alpha", "loss.multiplier")}
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def config_id(group: str, values: dict[str, Any]) -> str:
+    """Readable, stable id: 'paper:tau=4,alpha=0.7,a=0.99' (the group, then its grid values)."""
+    inner = ",".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in values.items())
+    return f"{group}:{inner}" if inner else group
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """The configs to record: {'configs': [{id, group, cfg (dict), values}], 'meta': {...}}."""
+    from tfkd_search.spaces import Grid, grid_points, load_space
+
+    path = Path(path)
+    raw = read_yaml(path)
+    if isinstance(raw, dict) and "space" in raw:
+        spec = raw
+        space_path = (path.parent / str(spec["space"])).resolve()
+    else:
+        spec, space_path = {}, path
+    space = load_space(space_path, spec.get("set") or {})
+    base = space.base_dict()
+    base["evaluate_test"] = True
+    grid = {k: d for k, d in space.params.items()}
+    bad = [k for k, d in grid.items() if not isinstance(d, Grid)]
+    if bad:
+        raise SystemExit(f"{space_path}: curves need kind: grid for every parameter, not {bad}")
+    groups = [{"name": str(spec.get("grid_name", base["loss"]["semantics"] if base["method"] == "tfkd_reg"
+                                    else base["method"])), "set": {}, "points": grid_points(space)}]
+    for extra in spec.get("extra") or []:
+        params = {k: list(v) for k, v in (extra.get("params") or {}).items()}
+        keys = list(params)
+        points = [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))]
+        groups.append({"name": str(extra["name"]), "set": dict(extra.get("set") or {}), "points": points})
+    configs, seen = [], set()
+    for g in groups:
+        for point in g["points"]:
+            raw_cfg = with_overrides(base, {**g["set"], **point})
+            cfg = build_run_config(raw_cfg, source=str(path), prefix="curve")
+            cid = config_id(g["name"], point)
+            if cid in seen:
+                raise SystemExit(f"{path}: config id {cid!r} appears twice; give the groups distinct names")
+            seen.add(cid)
+            configs.append({"id": cid, "group": g["name"], "cfg": config_to_dict(cfg), "values": point})
+    datas = {json.dumps(c["cfg"]["data"], sort_keys=True) for c in configs}
+    if len(datas) != 1:
+        raise SystemExit(f"{path}: every config must use the same data block (one load per worker)")
+    extra_keys = sorted({k for c in configs for k in c["values"] if k not in KEYS})
+    sched = base["schedule"]
+    meta = {"spec": str(path), "space": str(space_path), "space_name": space.spec.name, "base": base,
+            "budget": space.budget, "schedule": sched, "keys": [*KEYS, *extra_keys],
+            "groups": [g["name"] for g in groups]}
+    seeds = [int(s) for s in spec.get("seeds", [0, 1])]
+    out = spec.get("out")
+    return {"configs": configs, "meta": meta, "seeds": seeds,
+            "out": (path.parent / out) if out else None}
+
+
+# -- worker side -----------------------------------------------------------------------------------
+_DATA: Any = None
+
+
+def _init_worker(data_block: dict[str, Any], threads: int | None) -> None:
+    global _DATA
+    import torch
+
+    from tfkd_search.data import load_splits
+
+    if threads:
+        torch.set_num_threads(threads)
+    _DATA = load_splits(data_block["dataset"], data_block.get("data_dir"),
+                        val_fraction=data_block["val_fraction"], split_seed=data_block["split_seed"],
+                        with_test=True, download=False, synthetic_size=data_block["synthetic_size"])
+
+
+def _train_one(cid: str, cfg_dict: dict[str, Any], seed: int, threads: int | None) -> dict[str, Any]:
+    from tfkd_search.trainer import EpochReport, train
+
+    cfg = build_run_config({**cfg_dict, "seed": seed, **({"threads": threads} if threads else {})},
+                           source=cid)
+    rows: list[dict[str, Any]] = []
+
+    def report(ep: EpochReport) -> None:
+        rows.append({"epoch": ep.epoch, **{k: float(ep.metrics.get(k, math.nan)) for k in EPOCH_METRICS},
+                     "diverged": 1.0 if ep.status == "diverged" else 0.0})
+
+    t0 = time.time()
+    res = train(cfg, data=_DATA, report=report)
+    test = float(res.test_acc) if res.test_acc is not None else math.nan
+    return {"id": cid, "seed": seed, "rows": rows, "test_acc": test, "status": res.status,
+            "seconds": time.time() - t0}
+
+
+# -- driver ----------------------------------------------------------------------------------------
+def _frame(results: list[dict[str, Any]], by_id: dict[str, dict[str, Any]], keys: list[str]) -> Any:
+    import pandas as pd
+
+    recs = []
+    for r in results:
+        c = by_id[r["id"]]
+        ident = {k: get_path(c["cfg"], k) for k in keys}
+        for row in r["rows"]:
+            recs.append({"config_id": r["id"], "group": c["group"], **ident, "seed": r["seed"], **row,
+                         "test_acc": r["test_acc"], "status": r["status"]})
+    df = pd.DataFrame(recs)
+    for k in keys:  # one type per column (parquet)
+        if k in df and df[k].map(type).nunique() > 1:
+            df[k] = pd.to_numeric(df[k], errors="ignore")
+    return df
+
+
+def write(df: Any, meta: dict[str, Any], out: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           b"tfkd_curves": json.dumps(meta).encode()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.parquet")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, out)
+
+
+def read_curves(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """(DataFrame, metadata) of a curves file."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(b"tfkd_curves", b"{}"))
+    return table.to_pandas(), meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="a search-space YAML or a curves YAML")
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the curves YAML's list, or 2)")
+    p.add_argument("--workers", type=int, default=1, help="trial processes (CPU: 1-2; GPU: 4-8)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default 1 on the CPU, torch's default on a GPU)")
+    p.add_argument("--out", help="parquet to write (default: the curves YAML's out, or "
+                                 "benchmarks/results/curves-<space name>.parquet)")
+    p.add_argument("--data-dir", help="set data.data_dir of every config")
+    p.add_argument("--limit", type=int, help="record only the first N configs (smoke runs)")
+    args = p.parse_args(argv)
+
+    spec = load_spec(args.spec)
+    configs, meta = spec["configs"], spec["meta"]
+    if args.data_dir:
+        for c in configs:
+            c["cfg"]["data"]["data_dir"] = args.data_dir
+    if args.limit:
+        configs = configs[:args.limit]
+    seeds = list(range(args.seeds)) if args.seeds else spec["seeds"]
+    out = Path(args.out) if args.out else spec["out"] or (
+        ROOT / "benchmarks" / "results" / f"curves-{meta['space_name']}.parquet")
+    import torch
+
+    on_gpu = torch.cuda.is_available() and configs[0]["cfg"]["device"] in ("auto", "cuda")
+    threads = args.threads or (None if on_gpu else 1)
+    meta = {**meta, "seeds": seeds, "device": torch.cuda.get_device_name(0) if on_gpu else "cpu"}
+    by_id = {c["id"]: c for c in configs}
+
+    results: list[dict[str, Any]] = []
+    if out.exists():  # resume: keep what is recorded, skip those (config, seed) pairs
+        old, _ = read_curves(out)
+        for (cid, seed), g in old.groupby(["config_id", "seed"]):
+            if cid in by_id:
+                g = g.sort_values("epoch")
+                results.append({"id": cid, "seed": int(seed), "test_acc": float(g["test_acc"].iloc[-1]),
+                                "status": str(g["status"].iloc[-1]),
+                                "rows": g[["epoch", *EPOCH_METRICS, "diverged"]].to_dict("records")})
+    done = {(r["id"], r["seed"]) for r in results}
+    todo = [(c["id"], s) for s in seeds for c in configs if (c["id"], s) not in done]
+    print(f"{len(configs)} configs x {len(seeds)} seeds, budget {meta['budget']} epochs: "
+          f"{len(todo)} trials to train ({len(done)} recorded) with {args.workers} workers on "
+          f"{meta['device']} -> {out}", flush=True)
+    t0 = time.time()
+    import multiprocessing as mp
+
+    data_block = configs[0]["cfg"]["data"]
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker, initargs=(data_block, threads)) as pool:
+        pending = {pool.submit(_train_one, cid, by_id[cid]["cfg"], s, threads) for cid, s in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                r = f.result()
+                results.append(r)
+                last = r["rows"][-1]["val_acc"] if r["rows"] else math.nan
+                n = len(results) - len(done)
+                print(f"[{n}/{len(todo)} {time.time() - t0:6.0f}s] {r['id']} seed {r['seed']}: "
+                      f"{r['status']}, val {last:.4f}, test {r['test_acc']:.4f} ({r['seconds']:.1f}s)",
+                      flush=True)
+            write(_frame(results, by_id, meta["keys"]), {**meta, "wall_s": time.time() - t0}, out)
+    print(f"done in {time.time() - t0:.0f}s: {out} ({out.stat().st_size / 1e3:.0f} kB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,593 @@
+"""Replay a search against recorded learning curves (benchmarks/curves.py): no training, hundreds of
+searches in seconds, to measure whether a searcher + scheduler picks the right config.
+
+    python benchmarks/replay.py benchmarks/results/curves-digits-tiny_cnn.parquet \\
+        --space benchmarks/curves_digits_tiny_cnn.yaml --replays 300 --seed 0 \\
+        --json benchmarks/results/replay-digits-tiny_cnn.json
+
+--space is a search-space YAML (its searcher, scheduler, budget and grid; --set overrides it, as
+`tfkd-search --set`) or a curves YAML (then the space is every recorded config, as a grid). Each replay
+draws one recorded seed per config (the noise a search sees), runs `concurrency` trials at once with
+random per-epoch durations (the arrival order), applies `tfkd_search.scheduling.Halving` exactly as the
+search does (the rung metric is `runfolder.windowed` of the space's metric over `window` epochs), ranks
+the trials with `runfolder.Ranking` and takes rank 1. Searchers: grid; random (num_samples points, snapped
+to the nearest recorded config); optuna (real TPE ask/tell with the space's seed, `concurrency` trials
+in flight). Rows:
+
+* `full grid`: the space's searcher without early stopping;
+* `random @ budget`: random grid points, full budget, as many as fit the first candidate's trial-epochs;
+* `old default`: asynchronous ASHA, window 1, geometric rungs from the space's grace_period and
+  reduction_factor (what tfkd-search shipped);
+* candidates: `--variant NAME:key=value;key=value` (scheduler keys: synchronous, window, rungs,
+  grace_period, reduction_factor, kind), or the built-in list when none is given; the first one sets
+  the trial-epochs of `random @ budget`;
+* `space as given`: the space's own scheduler block (with --set applied), when --space is a space.
+
+Reported per row: regret (points of accuracy: the mean over seeds of the final metric of the best config
+of the space minus that of the pick; mean, 90th percentile and worst over replays; also on the stand-in
+test accuracy), trial-epochs as a share of the full grid's, how often the modal pick is picked, and the
+Spearman correlation between each rung's metric and the final metric (mean over replays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from curves import KEYS, RELEVANT, read_curves  # noqa: E402
+
+from tfkd_search.config import get_path, read_yaml  # noqa: E402
+from tfkd_search.runfolder import Ranking, windowed  # noqa: E402
+from tfkd_search.scheduling import Decision, Halving, rung_epochs  # noqa: E402
+
+SCHEDULER_KEYS = ("kind", "synchronous", "window", "rungs", "grace_period", "reduction_factor")
+
+
+# -- curves ------------------------------------------------------------------------------------------
+class Curves:
+    """Recorded curves as arrays: values[config][seed] = per-epoch metric (NaN after divergence)."""
+
+    def __init__(self, path: str | Path, metric: str = "val_acc") -> None:
+        df, meta = read_curves(path)
+        self.path, self.meta, self.metric = str(path), meta, metric
+        self.budget = int(meta["budget"])
+        self.keys = list(meta.get("keys") or KEYS)
+        self.ids: list[str] = []
+        self.ident: dict[str, dict[str, Any]] = {}
+        self.values: dict[str, list[np.ndarray]] = {}
+        self.test: dict[str, list[float]] = {}
+        self.diverged: dict[str, list[int]] = {}  # epoch it diverged at (0: never)
+        for cid, g in df.groupby("config_id", sort=False):
+            self.ids.append(str(cid))
+            first = g.iloc[0]
+            self.ident[str(cid)] = {k: first[k] for k in self.keys if k in g}
+            vals, tests, divs = [], [], []
+            for _, s in g.groupby("seed"):
+                s = s.sort_values("epoch")
+                v = np.full(self.budget, np.nan)
+                ok = s[s["diverged"] == 0]
+                v[ok["epoch"].to_numpy(int) - 1] = ok[metric].to_numpy(float)
+                div = s[s["diverged"] > 0]
+                divs.append(int(div["epoch"].min()) if len(div) else
+                            (int(s["epoch"].max()) + 1 if s["epoch"].max() < self.budget else 0))
+                vals.append(v)
+                tests.append(float(s["test_acc"].iloc[-1]))
+            self.values[str(cid)], self.test[str(cid)], self.diverged[str(cid)] = vals, tests, divs
+        self.seeds = min(len(v) for v in self.values.values())
+
+    def final(self, cid: str) -> float:
+        """The truth: mean over seeds of the last epoch's metric (a diverged seed counts 0)."""
+        return float(np.mean([0.0 if d else v[-1] for v, d in zip(self.values[cid], self.diverged[cid])]))
+
+    def final_test(self, cid: str) -> float:
+        return float(np.nanmean([t if not d else 0.0 for t, d in zip(self.test[cid], self.diverged[cid])]))
+
+    def match(self, cfg: dict[str, Any], searched: dict[str, Any]) -> str:
+        """The recorded config of a trial's run config: equal on the method's fixed keys, nearest on the
+        searched ones (log scale for tau, multiplier and loguniform params)."""
+        method = cfg["method"]
+        rel = [k for k in ("method", *RELEVANT.get(method, ())) if k in self.keys]
+        extra = [k for k in self.keys if k not in KEYS]
+        best, best_d = None, math.inf
+        for cid in self.ids:
+            ident = self.ident[cid]
+            d = 0.0
+            for k in [*rel, *extra]:
+                want, have = get_path(cfg, k), ident.get(k)
+                if k in searched and isinstance(want, (int, float)) and not isinstance(want, bool):
+                    lo, hi, _ = searched[k]
+                    if searched[k][2]:
+                        d += (math.log(float(want)) - math.log(float(have))) ** 2 / max(
+                            (math.log(hi) - math.log(lo)) ** 2, 1e-12)
+                    else:
+                        d += (float(want) - float(have)) ** 2 / max((hi - lo) ** 2, 1e-12)
+                elif not _same(want, have):
+                    d = math.inf
+                    break
+            if d < best_d:
+                best, best_d = cid, d
+        if best is None:
+            raise SystemExit(f"{self.path}: no recorded config matches {method} with "
+                             f"{ {k: get_path(cfg, k) for k in rel} }; record curves for this space")
+        return best
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float, np.floating, np.integer)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
+
+
+# -- the space ---------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """What is replayed: the points a searcher can propose and the scheduler settings."""
+
+    searcher: str
+    seed: int
+    num_samples: int
+    configs: list[str]                      # grid: the trials in proposal order (config ids)
+    dists: dict[str, Any] = field(default_factory=dict)   # random/optuna: path -> distribution
+    base: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    metric: str = "val_acc"
+    mode: str = "max"
+    concurrency: int = 8
+    from_space: bool = False
+
+
+def load_plan(curves: Curves, space_path: str | None, overrides: dict[str, Any],
+              concurrency: int) -> Plan:
+    from tfkd_search.spaces import Grid, grid_points, load_space
+
+    raw = read_yaml(space_path) if space_path else {"space": None}
+    if isinstance(raw, dict) and "space" in raw:  # a curves YAML: every recorded config, as a grid
+        sch = {"kind": "asha", "grace_period": 2, "reduction_factor": 2.0, "metric": "val_acc",
+               "mode": "max", "synchronous": False, "window": 1, "rungs": None}
+        for k, v in overrides.items():
+            if k.startswith("search.scheduler."):
+                sch[k.rsplit(".", 1)[-1]] = v
+        return Plan("grid", 0, 1, list(curves.ids), scheduler=sch, concurrency=concurrency)
+    space = load_space(space_path, {k: v for k, v in overrides.items()
+                                    if not k.startswith("search.scheduler.")})
+    s = space.spec.search
+    sch = {"kind": s.scheduler.kind, "metric": s.scheduler.metric, "mode": s.scheduler.mode,
+           "grace_period": s.scheduler.grace_period, "reduction_factor": s.scheduler.reduction_factor,
+           "synchronous": getattr(s.scheduler, "synchronous", False),
+           "window": getattr(s.scheduler, "window", 1), "rungs": getattr(s.scheduler, "rungs", None)}
+    for k, v in overrides.items():
+        if k.startswith("search.scheduler."):
+            sch[k.rsplit(".", 1)[-1]] = v
+    if space.budget != curves.budget:
+        raise SystemExit(f"{space_path}: budget {space.budget} epochs but the curves hold {curves.budget}")
+    base = space.base_dict()
+    if lr_schedule(base) != lr_schedule(curves.meta["base"]):
+        raise SystemExit(f"{space_path}: its learning-rate schedule {lr_schedule(base)} differs from "
+                         f"the curves' {lr_schedule(curves.meta['base'])}; record curves for it")
+    searched = {k: _bounds(d) for k, d in space.params.items()}
+    from tfkd_search.config import with_overrides
+
+    configs = []
+    if s.searcher.kind == "grid":
+        for point in grid_points(space) * s.num_samples:
+            configs.append(curves.match(with_overrides(base, point), searched))
+    plan = Plan(s.searcher.kind, s.searcher.seed, s.num_samples, configs,
+                dists={k: d for k, d in space.params.items()}, base=base, scheduler=sch,
+                metric=s.scheduler.metric, mode=s.scheduler.mode,
+                concurrency=int(s.max_concurrent or concurrency), from_space=True)
+    plan.searched = searched  # type: ignore[attr-defined]
+    if s.searcher.kind != "grid":  # the grid a random/optuna search is judged against
+        plan.configs = sorted({curves.match(with_overrides(base, p), searched)
+                               for p in _grid_of(space.params, curves)})
+    _ = Grid
+    return plan
+
+
+def lr_schedule(cfg: dict[str, Any]) -> tuple[Any, ...]:
+    """What the curves depend on in a schedule block: trained epochs, the lr drops inside them (as the
+    trainer places them, `scale` included), gamma, warm-up, and the effective lr."""
+    s, o = cfg["schedule"], cfg["optim"]
+    budget = s.get("budget") or s["epochs"]
+    ms = [max(1, round(m * budget / s["epochs"])) if s["mode"] == "scale" else m for m in s["milestones"]]
+    return (budget, tuple(m for m in ms if m < budget), s["gamma"], s["warmup_epochs"],
+            round(o["lr"] * o["batch_size"] / o["lr_batch"], 9))
+
+
+def _bounds(d: Any) -> Any:
+    if d.kind in ("uniform", "loguniform", "int"):
+        return (float(d.low), float(d.high), d.kind == "loguniform")
+    vals = [float(v) for v in d.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if vals and len(vals) == len(d.values):
+        lo, hi = min(vals), max(vals)
+        log = lo > 0 and hi / lo > 10
+        return (lo, hi if hi > lo else lo + 1, log)
+    return (0.0, 1.0, False)
+
+
+def _grid_of(params: dict[str, Any], curves: Curves) -> list[dict[str, Any]]:
+    """Recorded values inside each distribution's range: the candidates a sampled search can reach."""
+    import itertools
+
+    axes = {}
+    for k, d in params.items():
+        if d.kind in ("grid", "choice"):
+            axes[k] = list(d.values)
+        else:
+            vals = sorted({float(curves.ident[c][k]) for c in curves.ids if k in curves.ident[c]})
+            axes[k] = [v for v in vals if d.low - 1e-9 <= v <= d.high + 1e-9] or vals
+    keys = list(axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+# -- one replay --------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    pick: str | None
+    trial_epochs: int
+    trials: int
+    stopped: dict[str, int]
+
+
+class _Searcher:
+    """Proposes config ids: a fixed list (grid), random samples, or Optuna TPE ask/tell."""
+
+    def __init__(self, plan: Plan, curves: Curves, rng: random.Random) -> None:
+        self.plan, self.curves, self.rng = plan, curves, rng
+        self.n = len(plan.configs) if plan.searcher == "grid" else plan.num_samples
+        self.k = 0
+        self.study = None
+        self.asked: dict[int, Any] = {}
+        if plan.searcher == "optuna":
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            self.study = optuna.create_study(
+                direction="maximize" if plan.mode == "max" else "minimize",
+                sampler=optuna.samplers.TPESampler(seed=plan.seed))
+            self.od = {k: _optuna_dist(d) for k, d in plan.dists.items()}
+
+    def more(self) -> bool:
+        return self.k < self.n
+
+    def next(self) -> str:
+        from tfkd_search.config import with_overrides
+
+        i = self.k
+        self.k += 1
+        if self.plan.searcher == "grid":
+            return self.plan.configs[i]
+        if self.plan.searcher == "random":
+            point = {k: _sample(d, self.rng) for k, d in self.plan.dists.items()}
+        else:
+            t = self.study.ask(self.od)
+            self.asked[i] = t
+            point = dict(t.params)
+        return self.curves.match(with_overrides(self.plan.base, point), self.plan.searched)
+
+    def tell(self, i: int, value: float) -> None:
+        if self.study is not None and i in self.asked:
+            worst = 0.0 if self.plan.mode == "max" else 1e9
+            self.study.tell(self.asked.pop(i), value if math.isfinite(value) else worst)
+
+
+def _optuna_dist(d: Any) -> Any:
+    import optuna.distributions as od
+
+    if d.kind == "uniform":
+        return od.FloatDistribution(d.low, d.high)
+    if d.kind == "loguniform":
+        return od.FloatDistribution(d.low, d.high, log=True)
+    if d.kind == "int":
+        return od.IntDistribution(d.low, d.high)
+    return od.CategoricalDistribution(list(d.values))
+
+
+def _sample(d: Any, rng: random.Random) -> Any:
+    if d.kind == "uniform":
+        return rng.uniform(d.low, d.high)
+    if d.kind == "loguniform":
+        return math.exp(rng.uniform(math.log(d.low), math.log(d.high)))
+    if d.kind == "int":
+        return rng.randint(d.low, d.high)
+    return rng.choice(list(d.values))
+
+
+def replay_once(plan: Plan, curves: Curves, sch: dict[str, Any], noise: dict[str, int],
+                rng: random.Random, *, configs: list[str] | None = None) -> Outcome:
+    """One search: `noise` maps config -> recorded seed; `rng` draws durations (and random points).
+    `configs` overrides the searcher with a fixed list of trials (random @ budget)."""
+    budget = curves.budget
+    window = int(sch.get("window") or 1)
+    use = sch.get("kind", "asha") != "none"
+    if configs is not None:
+        searcher = _Searcher(Plan("grid", 0, 1, configs), curves, rng)
+    else:
+        searcher = _Searcher(plan, curves, rng)
+    halving = None
+    if use:
+        rungs = rung_epochs(budget, int(sch.get("grace_period") or 1),
+                            float(sch.get("reduction_factor") or 3), sch.get("rungs"))
+        halving = Halving(rungs, float(sch.get("reduction_factor") or 3), plan.mode,
+                          synchronous=bool(sch.get("synchronous")), total_trials=searcher.n)
+    conc = max(1, plan.concurrency)
+    trial_cfg: dict[int, str] = {}
+    trained: dict[int, int] = {}
+    status: dict[int, str] = {}
+    speed: dict[int, float] = {}
+    running: dict[int, tuple[float, int]] = {}
+    resume: list[int] = []
+    now = 0.0
+
+    def metric_at(i: int, epoch: int) -> float:
+        cid = trial_cfg[i]
+        s = noise[cid]
+        div = curves.diverged[cid][s]
+        if div and epoch >= div:
+            return math.nan
+        return windowed(curves.values[cid][s][:epoch], window)
+
+    def start(i: int) -> None:
+        running[i] = (now + speed[i] * rng.uniform(0.7, 1.3), trained[i] + 1)
+
+    def end(i: int, st: str) -> None:
+        status[i] = st
+        if halving is not None:
+            halving.on_end(str(i))
+        searcher.tell(i, metric_at(i, trained[i]) if trained[i] else math.nan)
+
+    while True:
+        while len(running) < conc and (resume or searcher.more()):
+            if resume:
+                start(resume.pop(0))
+                continue
+            i = searcher.k
+            trial_cfg[i] = searcher.next()
+            trained[i], speed[i] = 0, rng.lognormvariate(0.0, 0.3)
+            if halving is not None:
+                halving.on_add(str(i), i)
+            start(i)
+        if not running:
+            if halving is not None and halving.paused():
+                raise RuntimeError(f"deadlock: paused {halving.paused()}")
+            break
+        i, (now, epoch) = min(running.items(), key=lambda kv: kv[1][0])
+        del running[i]
+        trained[i] = epoch
+        value = metric_at(i, epoch)
+        if math.isnan(value):  # diverged: the search reports the worst value and the trial ends
+            if halving is not None:
+                halving.on_result(str(i), i, epoch, value)
+            end(i, "diverged")
+        else:
+            d = halving.on_result(str(i), i, epoch, value) if halving is not None else Decision.CONTINUE
+            if d is Decision.CONTINUE:
+                if epoch < budget:
+                    start(i)
+                else:
+                    end(i, "completed")
+            elif d is Decision.STOP:
+                end(i, "stopped_early")
+        if halving is not None:
+            for t, d2 in halving.releasable().items():
+                if d2 is Decision.CONTINUE:
+                    resume.append(int(t))
+                else:
+                    end(int(t), "stopped_early")
+    pick = _rank(trial_cfg, trained, status, metric_at, plan, window)
+    return Outcome(pick, sum(trained.values()), len(trial_cfg),
+                   {trial_cfg[i]: trained[i] for i in trial_cfg})
+
+
+def _rank(trial_cfg, trained, status, metric_at, plan: Plan, window: int) -> str | None:
+    import pandas as pd
+
+    rows = [{"trial_id": f"t_{i:05d}", "trial_index": i, "status": status.get(i, "errored"),
+             "epochs": trained[i], "score": metric_at(i, trained[i]) if trained[i] else math.nan}
+            for i in trial_cfg]
+    best = Ranking(plan.metric, plan.mode, window).best(pd.DataFrame(rows))
+    return None if best is None else trial_cfg[int(best["trial_index"])]
+
+
+# -- many replays ------------------------------------------------------------------------------------
+def spearman(x: list[float], y: list[float]) -> float:
+    import pandas as pd
+
+    a, b = pd.Series(x).rank(), pd.Series(y).rank()
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def evaluate(plan: Plan, curves: Curves, name: str, sch: dict[str, Any], replays: int, seed: int, *,
+             random_budget: float | None = None, fixed_noise: bool = False,
+             grid_epochs: int | None = None) -> dict[str, Any]:
+    """`replays` searches; regret against the best config of the plan's grid."""
+    grid = plan.configs
+    truth = {c: curves.final(c) for c in curves.ids}
+    test = {c: curves.final_test(c) for c in curves.ids}
+    best = max(grid, key=lambda c: truth[c]) if plan.mode == "max" else min(grid, key=lambda c: truth[c])
+    best_test = max(test[c] for c in grid)
+    grid_epochs = grid_epochs or len(plan.configs if plan.searcher == "grid" else
+                                     range(plan.num_samples)) * curves.budget
+    rng = random.Random(seed)
+    noise0 = {c: rng.randrange(curves.seeds) for c in curves.ids}
+    regrets, test_regrets, epochs, picks = [], [], [], Counter()
+    window = int(sch.get("window") or 1)
+    rungs = (rung_epochs(curves.budget, int(sch.get("grace_period") or 1),
+                         float(sch.get("reduction_factor") or 3), sch.get("rungs"))
+             if sch.get("kind", "asha") != "none" else [])
+    rho: dict[int, list[float]] = {r: [] for r in rungs}
+    for k in range(replays):
+        r = random.Random(seed * 100_003 + k)
+        noise = noise0 if fixed_noise else {c: r.randrange(curves.seeds) for c in curves.ids}
+        configs = None
+        if random_budget is not None:
+            n = max(1, min(len(grid), int(random_budget // curves.budget)))
+            configs = r.sample(sorted(set(grid)), n)
+        out = replay_once(plan, curves, sch, noise, r, configs=configs)
+        pick = out.pick
+        picks[pick] += 1
+        sign = 1.0 if plan.mode == "max" else -1.0
+        regrets.append(100 * sign * (truth[best] - truth[pick]) if pick else math.inf)
+        test_regrets.append(100 * (best_test - test[pick]) if pick else math.inf)
+        epochs.append(out.trial_epochs)
+        uniq = sorted(set(grid))
+        for rung in rungs:
+            x = [windowed(curves.values[c][noise[c]][:rung], window) for c in uniq]
+            rho[rung].append(spearman(x, [truth[c] for c in uniq]))
+    modal, modal_n = picks.most_common(1)[0]
+    reg = np.array(regrets)
+    return {"name": name, "scheduler": {k: sch.get(k) for k in SCHEDULER_KEYS}, "rungs": rungs,
+            "searcher": "random (fixed trial-epochs)" if random_budget is not None else plan.searcher,
+            "replays": replays, "regret_mean": float(reg.mean()), "regret_p90": float(np.quantile(reg, 0.9)),
+            "regret_worst": float(reg.max()), "test_regret_mean": float(np.mean(test_regrets)),
+            "trial_epochs_mean": float(np.mean(epochs)),
+            "trial_epochs_frac": float(np.mean(epochs) / grid_epochs),
+            "repeat_share": modal_n / replays, "modal_pick": modal,
+            "picks": dict(picks.most_common()),
+            "spearman": {str(r): float(np.nanmean(v)) for r, v in rho.items()},
+            "best_config": best}
+
+
+def parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    name, _, body = text.partition(":")
+    sch: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in body.split(";"))):
+        k, _, v = part.partition("=")
+        k = k.strip().removeprefix("search.scheduler.")
+        if k not in SCHEDULER_KEYS:
+            raise SystemExit(f"--variant {text!r}: unknown scheduler key {k!r}; use {SCHEDULER_KEYS}")
+        sch[k] = parse_value(v)
+    if "rungs" not in sch and ("grace_period" in sch or "reduction_factor" in sch):
+        sch["rungs"] = None  # geometric rungs, whatever the space says
+    return name.strip(), sch
+
+
+DEFAULT_VARIANTS = [  # geometric rungs (grace * rf**k) stay valid when --set shortens the budget
+    "sync w1 g2 rf2:synchronous=true;window=1;grace_period=2;reduction_factor=2",
+    "sync w2 g2 rf2:synchronous=true;window=2;grace_period=2;reduction_factor=2",
+    "async w2 g3 rf3:synchronous=false;window=2;grace_period=3;reduction_factor=3",
+    "sync w1 g3 rf3:synchronous=true;window=1;grace_period=3;reduction_factor=3",
+    "sync w2 g3 rf3:synchronous=true;window=2;grace_period=3;reduction_factor=3",
+    "sync w3 g3 rf3:synchronous=true;window=3;grace_period=3;reduction_factor=3",
+    "sync w2 g2 rf3:synchronous=true;window=2;grace_period=2;reduction_factor=3",
+    "sync w2 g3 rf2:synchronous=true;window=2;grace_period=3;reduction_factor=2",
+    "sync w3 g3 rf2:synchronous=true;window=3;grace_period=3;reduction_factor=2",
+    "sync w2 g3 rf2.5:synchronous=true;window=2;grace_period=3;reduction_factor=2.5",
+    "sync w2 g3 rf4:synchronous=true;window=2;grace_period=3;reduction_factor=4",
+    "sync w3 g3 rf4:synchronous=true;window=3;grace_period=3;reduction_factor=4",
+    "sync w2 rungs 5,8 rf3:synchronous=true;window=2;rungs=[5, 8];reduction_factor=3",
+    "sync w2 rungs 5 rf3:synchronous=true;window=2;rungs=[5];reduction_factor=3",
+]
+
+
+def run(curves_path: str, space: str | None, *, replays: int, seed: int, overrides: dict[str, Any],
+        variants: list[str], concurrency: int, fixed_noise: bool = False) -> dict[str, Any]:
+    curves = Curves(curves_path)
+    plan = load_plan(curves, space, overrides, concurrency)
+    base_sch = dict(plan.scheduler)
+    t0 = time.time()
+    full = {**base_sch, "kind": "none"}
+    old = {**base_sch, "kind": "asha", "synchronous": False, "window": 1, "rungs": None}
+    rows = [evaluate(plan, curves, "full grid", full, replays, seed, fixed_noise=fixed_noise)]
+    grid_epochs = rows[0]["trial_epochs_mean"]
+    cands = [(n, {**base_sch, "kind": "asha", **s}) for n, s in map(parse_variant, variants)]
+    cand_rows = [evaluate(plan, curves, n, s, replays, seed, fixed_noise=fixed_noise,
+                          grid_epochs=int(grid_epochs)) for n, s in cands]
+    # random search gets the trial-epochs of the first candidate
+    ref_budget = cand_rows[0]["trial_epochs_mean"] if cand_rows else grid_epochs / 3
+    if plan.from_space:
+        cand_rows.append(evaluate(plan, curves, "space as given", dict(base_sch), replays, seed,
+                                  fixed_noise=fixed_noise, grid_epochs=int(grid_epochs)))
+    rows.append(evaluate(plan, curves, "random @ budget", full, replays, seed, fixed_noise=fixed_noise,
+                         random_budget=ref_budget, grid_epochs=int(grid_epochs)))
+    rows[-1]["name"] = f"random @ {ref_budget / grid_epochs:.0%} budget"
+    rows.append(evaluate(plan, curves, "old default (async, w1)", old, replays, seed,
+                         fixed_noise=fixed_noise, grid_epochs=int(grid_epochs)))
+    rows += cand_rows
+    return {"curves": str(curves_path), "space": space, "replays": replays, "seed": seed,
+            "fixed_noise": fixed_noise, "overrides": overrides, "concurrency": plan.concurrency,
+            "searcher": plan.searcher, "budget": curves.budget, "seeds_recorded": curves.seeds,
+            "grid_trials": len(plan.configs), "grid_trial_epochs": grid_epochs,
+            "best_config": rows[0]["best_config"],
+            "truth": {c: round(curves.final(c), 5) for c in sorted(set(plan.configs))},
+            "seconds": time.time() - t0, "rows": rows}
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"replay of {result['curves']} ({result['space'] or 'every recorded config'}): "
+             f"{result['replays']} replays, seed {result['seed']}, {result['grid_trials']} trials x "
+             f"{result['budget']} epochs, concurrency {result['concurrency']}, searcher "
+             f"{result['searcher']}; best config {result['best_config']} "
+             f"({100 * result['truth'][result['best_config']]:.2f})",
+             f"{'search':<32}{'rungs':<12}{'epochs%':>8}{'regret':>8}{'p90':>7}{'worst':>7}"
+             f"{'test':>7}{'repeat':>8}  spearman(rung)  modal pick"]
+    for r in result["rows"]:
+        rho = " ".join(f"{k}:{v:.2f}" for k, v in r["spearman"].items()) or "-"
+        rungs = ",".join(map(str, r["rungs"])) or "-"
+        lines.append(f"{r['name']:<32}{rungs:<12}{100 * r['trial_epochs_frac']:>7.0f}%"
+                     f"{r['regret_mean']:>8.2f}{r['regret_p90']:>7.2f}{r['regret_worst']:>7.2f}"
+                     f"{r['test_regret_mean']:>7.2f}{100 * r['repeat_share']:>7.0f}%  {rho:<15} "
+                     f"{r['modal_pick']}")
+    lines.append("regret: points of mean-over-seeds final val accuracy below the grid's best (test: the "
+                 "stand-in test accuracy); epochs%: trial-epochs against the full grid; repeat: share "
+                 "of replays picking the modal pick")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("curves", help="a curves parquet written by benchmarks/curves.py")
+    p.add_argument("--space", help="a search-space YAML, or a curves YAML (every recorded config)")
+    p.add_argument("--replays", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--concurrency", type=int, default=8, help="trials at once (default 8; the space's "
+                   "max_concurrent wins)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the space (search.scheduler.window=2, search.num_samples=16, ...)")
+    p.add_argument("--variant", action="append", default=None, metavar="NAME:k=v;k=v",
+                   help="a candidate scheduler (repeatable; default: a built-in list)")
+    p.add_argument("--fixed-noise", action="store_true", help="one noise draw for every replay "
+                   "(only the arrival order changes)")
+    p.add_argument("--json", help="write the result here")
+    p.add_argument("--txt", help="write the printed table here")
+    args = p.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        overrides[k.strip()] = parse_value(v)
+    result = run(args.curves, args.space, replays=args.replays, seed=args.seed, overrides=overrides,
+                 variants=DEFAULT_VARIANTS if args.variant is None else args.variant,
+                 concurrency=args.concurrency, fixed_noise=args.fixed_noise)
+    text = table(result)
+    print(text)
+    print(f"({result['seconds']:.1f} s)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.txt:
+        Path(args.txt).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
