@@ -1,26 +1,67 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one run (for a lent H100/H200 without Ray or MLflow):
-#   1. tests/test_gpu.py: graph steps equal eager steps, no host sync per step, every zoo model
-#      trains with bf16 + channels_last + CUDA graphs, a KD teacher inside the graph;
-#   2. benchmarks/throughput.py: classic pipeline vs ours (one trial, packed trials, batch 512);
-#   3. `tfkd-search train` end to end on CIFAR-100-shaped files (per-epoch images/s).
-# Outputs go to $OUT (default ./gpu-out). Carry .whl (pydantic wheels) when the machine lacks them.
+# Every GPU check of the project in ONE run, for a lent GPU host that has Python 3.12 with torch,
+# torchvision, numpy, pandas, pyarrow and nothing else (no package index). At most ~10 minutes:
+#   0. install the bundle: .gpu_bundle/tfkd-gpu-bundle-cp<XY>.tar.xz (an ignored folder of the checkout,
+#      built beforehand with `benchmarks/gpu_bundle.sh .gpu_bundle` on a machine with registry access and
+#      carried with the checkout) is extracted to /tmp/tfkd-site and put on PYTHONPATH;
+#   1. tests/test_gpu.py (graph steps = eager steps, no host sync per step, every zoo model on CUDA);
+#   2. benchmarks/search_throughput.py: the real search (Ray Tune + MLflow, --gpus 1) with 1, 2, 4, 8
+#      trials per GPU, side by side with the classic pipeline and batch 512;
+#   3. `tfkd-search train` end to end on CIFAR-100-shaped files.
+# Each step is time-boxed with `timeout`; a failed step does not stop the next. Logs and JSON go to
+# $OUT (default ./gpu-out) and the JSON also to benchmarks/results/. Env: MINUTES (GPU-busy minutes per
+# search, default 0.5), PACKING (default "1 2 4 8"), SKIP_TESTS=1, SKIP_E2E=1.
 set -uo pipefail
+cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if ! python3 -c "import pydantic" 2>/dev/null && [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+MINUTES=${MINUTES:-0.5}
+PACKING=${PACKING:-1 2 4 8}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT" benchmarks/results
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+T0=$(date +%s)
+step() { echo "== $* ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.txt"; }
+
+step "0. bundle"
+TAG=$($PY -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+BUNDLE=.gpu_bundle/tfkd-gpu-bundle-$TAG.tar.xz
+if [ -f "$BUNDLE" ]; then
+  rm -rf /tmp/tfkd-site && mkdir -p /tmp/tfkd-site
+  timeout 120 tar -xJf "$BUNDLE" -C /tmp/tfkd-site && export PYTHONPATH="$PYTHONPATH:/tmp/tfkd-site/site"
+  head -3 /tmp/tfkd-site/MANIFEST.txt | tee "$OUT/bundle.txt"
+else
+  echo "no $BUNDLE (build it with: benchmarks/gpu_bundle.sh .gpu_bundle); using what $PY has" | tee "$OUT/bundle.txt"
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$OUT/gpu.txt"
-echo "== 1. tests/test_gpu.py"
-timeout 300 python3 -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts="" 2>&1 | tail -25 | tee "$OUT/test_gpu.log"
-echo "== 2. throughput"
-timeout 360 python3 benchmarks/throughput.py --model resnet18 --batch 128 --packed 4 --streams 4 8 \
-  --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"
-echo "== 3. end to end"
-python3 benchmarks/make_fake_cifar.py /tmp/fakecifar
-timeout 240 python3 -m tfkd_search train --config benchmarks/e2e_resnet18_cifar100.yaml \
-  --data-dir /tmp/fakecifar --no-mlflow --out /tmp/e2e 2>&1 | tee "$OUT/e2e.log"
+timeout 120 $PY -c "import ray, optuna, mlflow, pydantic, yaml, filelock, sqlalchemy, alembic; from ray import tune
+from mlflow.tracking import MlflowClient
+print('ray', ray.__version__, 'optuna', optuna.__version__, 'mlflow', mlflow.__version__, 'pydantic', pydantic.__version__)" \
+  2>&1 | tee -a "$OUT/bundle.txt"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+  nproc; } 2>&1 | tee "$OUT/gpu.txt"
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' /' '__')
+GPU=${GPU:-unknown}
+
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  step "1. tests/test_gpu.py"
+  timeout 120 $PY -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts="" 2>&1 | tail -25 \
+    | tee "$OUT/test_gpu.log"
+  cp "$OUT/test_gpu.log" "benchmarks/results/test_gpu-$GPU.log"
+fi
+
+step "2. search throughput"
+$PY benchmarks/make_fake_cifar.py /tmp/fakecifar >/dev/null
+# shellcheck disable=SC2086
+timeout 360 $PY benchmarks/search_throughput.py --minutes "$MINUTES" --packing $PACKING \
+  --data-dir /tmp/fakecifar --work /tmp/search-thr --search-timeout 120 \
+  --json "$OUT/search_throughput.json" 2>&1 | tee "$OUT/search_throughput.log"
+cp /tmp/search-thr/*.log "$OUT/" 2>/dev/null
+[ -f "$OUT/search_throughput.json" ] && cp "$OUT/search_throughput.json" "benchmarks/results/search_throughput-$GPU.json"
+cp "$OUT/search_throughput.log" "benchmarks/results/search_throughput-$GPU.log"
+
+if [ "${SKIP_E2E:-0}" != 1 ]; then
+  step "3. end to end train"
+  timeout 60 $PY -m tfkd_search train --config benchmarks/e2e_resnet18_cifar100.yaml \
+    --data-dir /tmp/fakecifar --no-mlflow --out /tmp/e2e 2>&1 | tail -20 | tee "$OUT/e2e.log"
+fi
+step "done"
