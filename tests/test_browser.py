@@ -15,10 +15,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
+from tfkd_search.runfolder import RunFolder
 from _proc import cli_env, descendants, free_port, kill_tree, run_cli, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.slow]
@@ -61,13 +61,16 @@ def search(tmp_path_factory):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     run = tmp / "runs" / "uitest"
     state = json.loads((run / "search.json").read_text())
-    trials = pd.read_parquet(run / "trials.parquet")
-    return tmp, state, trials
+    folder = RunFolder(run)
+    trials = folder.read_trials()
+    best = folder.ranking().best(trials)  # the search's ranking rule, as the export and MLflow
+    assert best is not None, trials
+    return tmp, state, trials, best
 
 
 @pytest.fixture(scope="module")
 def server(search):
-    tmp, state, _ = search
+    tmp, state, _, _ = search
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(tmp / "mlflow-server.log", "wb")  # noqa: SIM115 - closed below
@@ -132,7 +135,7 @@ def test_mlflow_ui_lists_the_search_and_charts_a_trials_val_acc(search, server, 
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    _, state, trials = search
+    _, state, trials, best = search
     client = MlflowClient(server)
     exp = client.get_experiment_by_name(state["name"])
     parent_name = client.get_run(state["parent_run_id"]).info.run_name
@@ -165,7 +168,6 @@ def test_mlflow_ui_lists_the_search_and_charts_a_trials_val_acc(search, server, 
     browser.save_screenshot(str(shot_runs))
 
     # 3. open the best trial's run, its model metrics, and look for the val_acc chart
-    best = trials.sort_values("best_val_acc").iloc[-1]
     link = browser.find_element(By.XPATH, _text_link(f"trial-{best.trial_id}"))
     browser.execute_script("arguments[0].click()", link)
     wait.until(EC.url_contains("/runs/"))

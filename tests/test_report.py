@@ -1,5 +1,5 @@
-"""The search report (RUN_DIR/report/index.html): run folders built by hand for the edge cases, one real
-search for the end-to-end path (marked ray)."""
+"""The search report (RUN_DIR/report/index.html): run folders built by hand through
+`runfolder.RunFolder` for the edge cases, one real search for the end-to-end path (marked ray)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tfkd_search.cli import main as cli_main
 from tfkd_search.errors import ConfigError
 from tfkd_search.export import export_best
 from tfkd_search.report import load_run, param_importances, write_report
+from tfkd_search.runfolder import Ranking, RunFolder, TrialRecord, TrialStatus, history_frame
 from _proc import free_port
 
 BASE = {"model": "tiny_cnn", "method": "tfkd_reg", "data": {"dataset": "digits", "val_fraction": 0.2},
@@ -33,54 +34,54 @@ def grid_params(**values: list) -> dict:
     return {k: {"kind": "grid", "values": v} for k, v in values.items()}
 
 
-def make_run(root: Path, trials: list[dict], *, params: dict, history: list[dict] | None = None,
-             name: str = "rep", resources: dict | None = None, device: str = "cpu",
-             searcher: str = "grid", num_samples: int = 1, write_trials: bool = True,
-             mlflow_uri: str | None = None, parent_run_id: str | None = None) -> Path:
-    """A run folder as a finished search leaves it (without Ray's own files)."""
-    run = root / name
-    run.mkdir(parents=True)
-    space = {"name": name, "base": BASE,
-             "search": {"params": params, "searcher": {"kind": searcher, "seed": 0},
-                        "num_samples": num_samples,
-                        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
-                        "resources": resources or {"cpu": 1, "gpu": 0}},
-             "export": {"top_k": 2, "seeds": [0], "epochs": 4}}
-    (run / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
-    state = {"name": name, "base": {**BASE, "device": device}, "key": f"{name}-x",
-             "space_file": str(run / "space.yaml")}
-    if mlflow_uri:
-        state.update(mlflow_uri=mlflow_uri, parent_run_id=parent_run_id)
-    (run / "search.json").write_text(json.dumps(state))
-    if write_trials:
-        cols = ["trial_id", "status", "epochs", "best_val_acc", "last_val_acc", "wall_seconds", "error",
-                *params]
-        pd.DataFrame(trials, columns=cols).to_parquet(run / "trials.parquet", index=False)
-        pd.DataFrame(history or [], columns=["trial_id", "epoch", "val_acc", "val_loss", "train_loss",
-                                             "train_ce", "train_kl", "lr", "images_per_s",
-                                             "epoch_seconds", "diverged"]
-                     ).to_parquet(run / "history.parquet", index=False)
-    return run
-
-
-def curve(trial_id: str, accs: list[float], diverged_at: int | None = None) -> list[dict]:
+def curve(trial_id: str, accs: list[float], diverged_at: int | None = None,
+          losses: list[float] | None = None) -> list[dict]:
+    """Epoch reports as run_trial makes them."""
     rows = []
     for e, acc in enumerate(accs, start=1):
         div = diverged_at is not None and e >= diverged_at
         # as run_trial reports it: a diverged epoch gets the worst score, 0.0
         rows.append({"trial_id": trial_id, "epoch": e, "val_acc": 0.0 if div else acc,
-                     "val_loss": 1.0 / e, "train_loss": 1.2 / e, "train_ce": 1.0 / e, "train_kl": 0.1,
+                     "val_loss": float("nan") if div else (losses[e - 1] if losses else 1.0 / e),
+                     "train_loss": 1.2 / e, "train_ce": 1.0 / e, "train_kl": 0.1,
                      "lr": 0.1, "images_per_s": 1000.0, "epoch_seconds": 0.5,
                      "diverged": 1.0 if div else 0.0})
     return rows
 
 
 def trial(tid: str, status: str, accs: list[float], wall: float = 10.0, error: str | None = None,
-          **params) -> dict:
-    return {"trial_id": tid, "status": status, "epochs": len(accs),
-            "best_val_acc": max(accs) if accs else float("nan"),
-            "last_val_acc": accs[-1] if accs else float("nan"), "wall_seconds": wall, "error": error,
-            **params}
+          diverged_at: int | None = None, losses: list[float] | None = None, **params) -> TrialRecord:
+    """A trial record as the search driver writes it (its score is set by make_run's ranking)."""
+    return TrialRecord(trial_id=tid, status=TrialStatus(status), params=params,
+                       history=history_frame(curve(tid, accs, diverged_at, losses)),
+                       wall_seconds=wall, error=error)
+
+
+def make_run(root: Path, trials: list[TrialRecord], *, params: dict, name: str = "rep",
+             resources: dict | None = None, device: str = "cpu", searcher: str = "grid",
+             num_samples: int = 1, write_trials: bool = True, scheduler: dict | None = None,
+             mlflow_uri: str | None = None, parent_run_id: str | None = None) -> Path:
+    """A run folder as a finished search leaves it (without Ray's own files)."""
+    run = root / name
+    run.mkdir(parents=True)
+    folder = RunFolder(run)
+    sched = {"kind": "asha", "grace_period": 1, "reduction_factor": 2, **(scheduler or {})}
+    folder.write_space({"name": name, "base": BASE,
+                        "search": {"params": params, "searcher": {"kind": searcher, "seed": 0},
+                                   "num_samples": num_samples, "scheduler": sched,
+                                   "resources": resources or {"cpu": 1, "gpu": 0}},
+                        "export": {"top_k": 2, "seeds": [0], "epochs": 4}})
+    state = {"name": name, "base": {**BASE, "device": device}, "key": f"{name}-x",
+             "space_file": str(run / "space.yaml")}
+    if mlflow_uri:
+        state.update(mlflow_uri=mlflow_uri, parent_run_id=parent_run_id)
+    folder.write_state(state)
+    if write_trials:
+        ranking = Ranking.of_space(sched)
+        for r in trials:
+            r.score = ranking.score(r.history)
+        folder.write_tables(trials, list(params))
+    return run
 
 
 @pytest.fixture
@@ -92,16 +93,10 @@ def grid_run(tmp_path: Path) -> Path:
              ("t3", "stopped_early", [0.38], 4.0, 0.9),
              ("t4", "stopped_early", [0.30], 16.0, 0.3),
              ("t5", "diverged", [0.20, 0.10], 16.0, 0.9)]
-    trials, hist = [], []
-    for tid, status, accs, tau, alpha in specs:
-        row = trial(tid, status, accs, wall=5.0 * len(accs), **{"loss.tau": tau, "loss.alpha": alpha})
-        if status == "diverged":
-            row.update(best_val_acc=0.20, last_val_acc=0.0)
-            hist += curve(tid, accs, diverged_at=2)
-        else:
-            hist += curve(tid, accs)
-        trials.append(row)
-    run = make_run(tmp_path / "runs", trials, history=hist,
+    trials = [trial(tid, status, accs, wall=5.0 * len(accs), diverged_at=2 if status == "diverged" else None,
+                    **{"loss.tau": tau, "loss.alpha": alpha})
+              for tid, status, accs, tau, alpha in specs]
+    run = make_run(tmp_path / "runs", trials,
                    params=grid_params(**{"loss.tau": [1.0, 4.0, 16.0], "loss.alpha": [0.3, 0.9]}))
     export_best(run)
     return run
@@ -133,7 +128,8 @@ def test_report_of_a_finished_run_has_every_figure_and_the_top_trials(grid_run: 
     index = write_report(grid_run, log_mlflow=False)
     assert index == grid_run / "report" / "index.html"
     page = assert_pngs(index, ALL_FIGURES)
-    assert "<b>t0</b>" in page and "0.9100" in page  # the top trial and its accuracy
+    assert "<b>t0</b>: score <b>0.9100</b>" in page  # the top trial and its score
+    assert "score</span></th>" in page and "score: last-epoch val_acc, higher is better" in page
     assert '<a href="../best/rank1.yaml">' in page and '<a href="../best/rank2.yaml">' in page
     assert (index.parent / "../best/rank1.yaml").resolve().exists()
     assert "# trial t0 " in (grid_run / "best" / "rank1.yaml").read_text()
@@ -152,19 +148,22 @@ def test_learning_curves_and_scatter_use_the_trials_as_recorded(grid_run: Path) 
     assert data.budget == 4 and data.source == "trials.parquet"
     assert list(data.trials["status"]) == ["completed", "completed", "stopped_early", "stopped_early",
                                            "stopped_early", "diverged"]
-    imp, note, fixed = param_importances(data)
-    assert imp is not None and set(imp) == {"loss.tau", "loss.alpha"} and not fixed
-    assert sum(imp.values()) == pytest.approx(1.0)
-    assert "5 finished trials" in note  # the diverged trial does not count
+    imp = param_importances(data)
+    assert imp.values is not None and set(imp.values) == {"loss.tau", "loss.alpha"} and not imp.fixed
+    assert sum(imp.values.values()) == pytest.approx(1.0)
+    # one fidelity: 2 parameters want 4 trials; only t0, t1, t2 reached epoch 2 without diverging,
+    # all 6 reached epoch 1 (t5 diverged at epoch 2)
+    assert (imp.epoch, imp.trials) == (1, 6)
+    assert "val_acc at epoch 1 of the 6 trials that reached epoch 1" in imp.note
 
 
 def test_report_with_one_trial(tmp_path: Path) -> None:
     run = make_run(tmp_path, [trial("only", "completed", [0.5, 0.7, 0.8, 0.85], **{"loss.tau": 4.0})],
-                   history=curve("only", [0.5, 0.7, 0.8, 0.85]),
-                   params={"loss.tau": {"kind": "uniform", "low": 1.0, "high": 20.0}})
+                   params={"loss.tau": {"kind": "uniform", "low": 1.0, "high": 20.0}},
+                   searcher="random")
     index = write_report(run, log_mlflow=False)
     page = assert_pngs(index, ALL_FIGURES - {"importance.png"})
-    assert "needs at least 2 finished trials" in page
+    assert "needs at least 2 trials that reached the same epoch" in page
     assert "Only one trial finished" in page
     assert "<b>only</b>" in page and "not exported" in page  # no export was run here
 
@@ -173,9 +172,7 @@ def test_report_when_every_trial_errored(tmp_path: Path) -> None:
     err = "RuntimeError: CUDA out of memory"
     rows = [trial(f"e{i}", "errored", [], wall=1.0, error=err, **{"loss.tau": t, "loss.alpha": 0.5})
             for i, t in enumerate([1.0, 4.0, 16.0])]
-    for r in rows:
-        r["epochs"] = 0
-    run = make_run(tmp_path, rows, history=[],
+    run = make_run(tmp_path, rows,
                    params=grid_params(**{"loss.tau": [1.0, 4.0, 16.0], "loss.alpha": [0.5]}))
     (run / "report").mkdir()
     (run / "report" / "learning_curves.png").write_bytes(b"stale")  # from an earlier report
@@ -185,7 +182,7 @@ def test_report_when_every_trial_errored(tmp_path: Path) -> None:
     assert "trial-epochs</td><td>0</td><td>12</td>" in page and "saved" not in page
     assert "no learning curves" in page and "nothing was exported" in page
     assert page.count(err) == 3
-    assert "needs at least 2 finished trials" in page
+    assert "needs at least 2 trials that reached the same epoch" in page
 
 
 def test_report_of_a_run_in_progress_reads_rays_result_files(tmp_path: Path) -> None:
@@ -252,44 +249,147 @@ def test_importance_skips_single_valued_parameters_and_mixes_kinds(tmp_path: Pat
               "optim.batch_size": {"kind": "int", "low": 32, "high": 128},
               "loss.semantics": {"kind": "choice", "values": ["paper", "official"]},
               "loss.a": {"kind": "choice", "values": [0.9, 0.99]}}
-    rows, hist = [], []
+    rows = []
     for i in range(8):
         acc = 0.6 + 0.04 * i
         rows.append(trial(f"r{i}", "completed" if i % 2 else "stopped_early", [acc / 2, acc],
                           **{"loss.tau": 1.0 + 2.3 * i, "optim.batch_size": 32 + 12 * i,
                              "loss.semantics": ["paper", "official"][i % 2], "loss.a": 0.9}))
-        hist += curve(f"r{i}", [acc / 2, acc])
-    run = make_run(tmp_path, rows, history=hist, params=params, searcher="optuna", num_samples=8)
-    imp, note, fixed = param_importances(load_run(run))
-    assert fixed == ["loss.a"]
-    assert imp is not None and set(imp) == {"loss.tau", "optim.batch_size", "loss.semantics"}
+    run = make_run(tmp_path, rows, params=params, searcher="optuna", num_samples=8)
+    imp = param_importances(load_run(run))
+    assert imp.fixed == ["loss.a"]
+    assert imp.values is not None and set(imp.values) == {"loss.tau", "optim.batch_size", "loss.semantics"}
+    assert (imp.epoch, imp.trials) == (2, 8)
     page = assert_pngs(write_report(run, log_mlflow=False), ALL_FIGURES)
     assert "all planned trials, no early stopping" in page  # an optuna search is no grid
-    assert "Left out, one value only among the finished trials: loss.a" in page
+    assert "Left out, one value only among the trials compared: loss.a" in page
 
 
 def test_importance_when_all_trials_score_the_same(tmp_path: Path) -> None:
     rows = [trial(f"s{i}", "completed", [0.5, 0.8], **{"loss.tau": t}) for i, t in enumerate([1.0, 4.0])]
-    run = make_run(tmp_path, rows, history=curve("s0", [0.5, 0.8]) + curve("s1", [0.5, 0.8]),
-                   params=grid_params(**{"loss.tau": [1.0, 4.0]}))
-    imp, note, _ = param_importances(load_run(run))
-    assert imp is None and "same best val accuracy" in note
+    run = make_run(tmp_path, rows, params=grid_params(**{"loss.tau": [1.0, 4.0]}))
+    imp = param_importances(load_run(run))
+    assert imp.values is None and "scored the same val_acc" in imp.note
 
 
 def test_gpu_hours_use_the_gpu_share_and_fall_back_to_cpu_hours(tmp_path: Path) -> None:
     rows = [trial("g0", "completed", [0.5, 0.6, 0.7, 0.8], wall=3600.0, **{"loss.tau": 1.0}),
             trial("g1", "stopped_early", [0.4], wall=900.0, **{"loss.tau": 4.0})]
-    hist = curve("g0", [0.5, 0.6, 0.7, 0.8]) + curve("g1", [0.4])
     params = grid_params(**{"loss.tau": [1.0, 4.0]})
-    gpu = make_run(tmp_path, rows, history=hist, params=params, name="gpu",
+    gpu = make_run(tmp_path, rows, params=params, name="gpu",
                    resources={"cpu": 4, "gpu": 0.25}, device="auto")
     page = write_report(gpu, log_mlflow=False).read_text()
     # 4500 s x 0.25 GPU = 0.3125 GPU-hours; full grid: 2 x 4 epochs at 900 s x 0.25 = 0.5 GPU-hours
     assert "GPU-hours (0.25 GPU per trial)</td><td>0.312 h</td><td>0.5 h</td>" in page
-    cpu = make_run(tmp_path, rows, history=hist, params=params, name="cpu",
+    cpu = make_run(tmp_path, rows, params=params, name="cpu",
                    resources={"cpu": 4, "gpu": 0.25}, device="cpu")  # searched with --gpus 0
     page = write_report(cpu, log_mlflow=False).read_text()
     assert "CPU-hours (4 CPU per trial)</td><td>5 h</td><td>8 h</td>" in page
+
+
+def test_ranking_by_val_loss_picks_the_lowest_loss_trial_as_best(tmp_path: Path) -> None:
+    # b has the lowest final val_loss; a the highest accuracy: under val_loss/min, b is the best
+    rows = [trial("x_00000", "completed", [0.5, 0.7, 0.9, 0.95], losses=[1.0, 0.8, 0.7, 0.6],
+                  **{"loss.tau": 1.0}),
+            trial("x_00001", "completed", [0.5, 0.6, 0.7, 0.8], losses=[1.0, 0.6, 0.4, 0.3],
+                  **{"loss.tau": 4.0}),
+            trial("x_00002", "completed", [0.4, 0.5, 0.6, 0.7], losses=[1.2, 1.0, 0.9, 0.8],
+                  **{"loss.tau": 16.0})]
+    run = make_run(tmp_path, rows, params=grid_params(**{"loss.tau": [1.0, 4.0, 16.0]}),
+                   scheduler={"metric": "val_loss", "mode": "min"})
+    data = load_run(run)
+    assert (data.ranking.metric, data.ranking.mode) == ("val_loss", "min")
+    assert data.best()["trial_id"] == "x_00001"
+    assert list(data.ranked()["trial_id"]) == ["x_00001", "x_00000", "x_00002"]
+    export_best(run)  # the export ranks with the same rule
+    assert "# trial x_00001 " in (run / "best" / "rank1.yaml").read_text()
+    page = write_report(run, log_mlflow=False).read_text()
+    assert "<b>x_00001</b>: score <b>0.3000</b>" in page
+    top = page.split("<h2>Best configurations</h2>")[1].split("</table>")[0]
+    assert top.index("<td class=l>x_00001</td>") < top.index("<td class=l>x_00000</td>")
+    assert "<td>1</td><td class=l>x_00001</td>" in top
+    assert "last-epoch val_loss, lower is better" in page
+    assert "validation loss per epoch" in page
+    assert "exported from an earlier ranking" not in page
+
+
+def fidelity_run(root: Path, name: str, epochs: list[int], window: int = 1) -> Path:
+    """Trials of one uniform parameter that trained `epochs[i]` epochs; trial i's accuracy at epoch e
+    is 0.1 * e + 0.01 * i (so the value at one epoch differs from the value at another)."""
+    rows = []
+    for i, n in enumerate(epochs):
+        accs = [round(0.1 * e + 0.01 * i, 4) for e in range(1, n + 1)]
+        rows.append(trial(f"f_{i:05d}", "completed" if n == 4 else "stopped_early", accs,
+                          **{"loss.tau": 1.0 + 2.0 * i}))
+    return make_run(root, rows, name=name, searcher="random", num_samples=len(epochs),
+                    params={"loss.tau": {"kind": "uniform", "low": 1.0, "high": 20.0}},
+                    scheduler={"window": window})
+
+
+def test_importances_are_computed_at_one_fidelity(tmp_path: Path) -> None:
+    # 1 parameter wants max(4, 1 + 2) = 4 trials; 4 reached epoch 4: importances at epoch 4 only
+    run = fidelity_run(tmp_path, "four", [4, 4, 4, 4, 2, 2, 1, 1])
+    imp = param_importances(load_run(run))
+    assert (imp.epoch, imp.trials) == (4, 4)
+    values = {t.user_attrs["trial_id"]: t.value for t in imp.study.trials}
+    assert values == pytest.approx({f"f_{i:05d}": 0.4 + 0.01 * i for i in range(4)})
+    assert "val_acc at epoch 4 of the 4 trials that reached epoch 4" in imp.note
+    assert "highest that at least 4 trials reached" in imp.note
+    page = write_report(run, log_mlflow=False).read_text()
+    assert "importances at one fidelity: val_acc at epoch 4, 4 trials" in page  # the caption
+
+    # only 3 reached epoch 4 (and 3); 6 reached epoch 2: epoch 2, with the ranking's window of 2
+    run = fidelity_run(tmp_path, "three", [4, 4, 4, 2, 2, 2, 1, 1], window=2)
+    imp = param_importances(load_run(run))
+    assert (imp.epoch, imp.trials) == (2, 6)
+    values = {t.user_attrs["trial_id"]: t.value for t in imp.study.trials}
+    assert values == pytest.approx({f"f_{i:05d}": (0.1 + 0.2) / 2 + 0.01 * i for i in range(6)})
+    assert "mean val_acc over epochs 1-2 of the 6 trials that reached epoch 2" in imp.note
+
+
+def test_a_space_that_no_longer_validates_is_read_raw(tmp_path: Path) -> None:
+    rows = [trial("v_00000", "completed", [0.5, 0.8, 0.85, 0.9], **{"loss.tau": 1.0}),
+            trial("v_00001", "stopped_early", [0.4], **{"loss.tau": 4.0})]
+    run = make_run(tmp_path, rows, params=grid_params(**{"loss.tau": [1.0, 4.0, 16.0]}))
+    raw = yaml.safe_load((run / "space.yaml").read_text())
+    raw["search"]["retired_option"] = True  # a key of an older version
+    (run / "space.yaml").write_text(yaml.safe_dump(raw))
+    data = load_run(run)
+    assert data.space is None and data.params["loss.tau"].kind == "grid"
+    page = write_report(run, log_mlflow=False).read_text()
+    assert "space.yaml no longer validates" in page and "retired_option" in page
+    assert "<b>v_00000</b>" in page and "loss.tau (grid)" in page
+    assert "trials</td><td>2</td><td>2</td>" in page  # the plan is unknown: the trials seen
+
+
+def test_a_folder_written_before_scores_existed(tmp_path: Path) -> None:
+    run = make_run(tmp_path, [], params=grid_params(**{"loss.tau": [1.0, 4.0]}), write_trials=False)
+    pd.DataFrame([{"trial_id": "o_00000", "status": "completed", "epochs": 4, "best_val_acc": 0.9,
+                   "last_val_acc": 0.7, "wall_seconds": 4.0, "error": None, "loss.tau": 1.0},
+                  {"trial_id": "o_00001", "status": "completed", "epochs": 4, "best_val_acc": 0.8,
+                   "last_val_acc": 0.8, "wall_seconds": 4.0, "error": None, "loss.tau": 4.0}]
+                 ).to_parquet(run / "trials.parquet", index=False)
+    page = write_report(run, log_mlflow=False).read_text()
+    assert "history.parquet is missing" in page
+    assert "<b>o_00001</b>: score <b>0.8000</b>" in page  # the score falls back to last_val_acc
+
+
+def test_the_report_imports_neither_the_search_nor_the_export() -> None:
+    import ast
+
+    import tfkd_search.report as report
+
+    for f in Path(report.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = "." * node.level + (node.module or "")
+                names = [mod, *(f"{mod}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for n in names:
+                assert not re.match(r"^(tfkd_search|\.\.)\.?(search|export)\b", n), (f.name, n)
 
 
 @pytest.mark.parametrize("case", ["missing", "file", "empty", "storage"])
@@ -338,8 +438,8 @@ def test_report_is_logged_to_the_mlflow_parent_run(tmp_path: Path, monkeypatch) 
     parent = tracker.start_parent("rep-x", "search-rep", tags={"tfkd.role": "search"})
     rows = [trial("m0", "completed", [0.5, 0.9], **{"loss.tau": 1.0}),
             trial("m1", "completed", [0.5, 0.8], **{"loss.tau": 4.0})]
-    run = make_run(tmp_path / "runs", rows, history=curve("m0", [0.5, 0.9]) + curve("m1", [0.5, 0.8]),
-                   params=grid_params(**{"loss.tau": [1.0, 4.0]}), mlflow_uri=uri, parent_run_id=parent)
+    run = make_run(tmp_path / "runs", rows, params=grid_params(**{"loss.tau": [1.0, 4.0]}),
+                   mlflow_uri=uri, parent_run_id=parent)
     write_report(run)
     logged = {Path(a.path).name for a in MlflowClient(uri).list_artifacts(parent, "report")}
     assert logged == {"index.html", *ALL_FIGURES}
@@ -369,8 +469,8 @@ def test_a_real_search_writes_and_logs_its_report(tmp_path: Path) -> None:
     index = run / "report" / "index.html"
     assert f"report: {index}" in res.stdout and "warning" not in res.stdout
     page = assert_pngs(index, ALL_FIGURES)
-    trials = pd.read_parquet(run / "trials.parquet")
-    top = trials.sort_values("best_val_acc").iloc[-1]
+    folder = RunFolder(run)
+    top = folder.ranking().best(folder.read_trials())  # the ranking rule's best, as the export's
     assert f"<b>{top.trial_id}</b>" in page and '<a href="../best/rank1.yaml">' in page
     state = json.loads((run / "search.json").read_text())
     c = MlflowClient(state["mlflow_uri"])
