@@ -22,7 +22,9 @@ MODELS: Registry[ModelBuilder] = Registry("model")
 def init_kaiming(model: nn.Module) -> nn.Module:
     """Kaiming-normal (fan_out, ReLU) conv weights, zero conv biases, BatchNorm weight 1 / bias 0.
 
-    Linear layers keep PyTorch's default initialisation. Returns ``model`` for chaining.
+    Linear layers keep PyTorch's default initialisation. Returns ``model`` for chaining. Used by the
+    ResNeXt (whose official Tf-KD definition initialises this way) and by ``tiny_resnet``; the other paper
+    models keep PyTorch's default initialisation, as the official definitions do.
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

@@ -1,8 +1,13 @@
-"""DenseNet-BC (Huang et al. 2017), CIFAR variant: 3x3 stem conv to 2k channels, no max-pool.
+"""DenseNet-BC (Huang et al. 2017), CIFAR variant of the Tf-KD paper's code
+(yuanli2333/Teacher-free-Knowledge-Distillation, model/densenet.py): 3x3 stem conv to 2k channels, no
+max-pool.
 
-Dense layers are BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k) with their output concatenated to their input;
-transitions are BN-ReLU-conv1x1 (compression 0.5) followed by 2x2 average pooling; a final BN-ReLU,
-adaptive average pooling and a linear classifier.
+Dense layers are BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k), their output concatenated after their input;
+transitions are BN-conv1x1 (compression 0.5, no ReLU, as in the official file and the DenseNet paper's
+"batch normalization layer and an 1x1 convolutional layer followed by a 2x2 average pooling layer")
+followed by 2x2 average pooling; a final BN-ReLU, adaptive average pooling and a linear classifier.
+PyTorch's default initialisation, as in the official file. densenet121: 7,048,548 parameters and 1.777
+forward GFLOPs at 32x32 for 100 classes.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MODELS, init_kaiming
+from .common import MODELS
 
 
 class DenseLayer(nn.Module):
@@ -28,7 +33,7 @@ class DenseLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.bn1(x)))
         out = self.conv2(F.relu(self.bn2(out)))
-        return torch.cat([out, x], dim=1)
+        return torch.cat([x, out], dim=1)
 
 
 class Transition(nn.Module):
@@ -38,7 +43,7 @@ class Transition(nn.Module):
         self.conv = nn.Conv2d(cin, cout, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2)
+        return F.avg_pool2d(self.conv(self.bn(x)), 2)
 
 
 class DenseNet(nn.Module):
@@ -66,7 +71,6 @@ class DenseNet(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(channels, num_classes)
-        init_kaiming(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.conv1(x))

@@ -1,7 +1,11 @@
 """CIFAR-style ResNets (He et al. 2016): a 3x3 stem conv without max-pool, four stages, adaptive pooling.
 
-``resnet18`` (BasicBlock [2, 2, 2, 2]), ``resnet50`` (Bottleneck [3, 4, 6, 3]) and ``tiny_resnet``
-(BasicBlock [1, 1], widths 16 and 32) share one implementation.
+``resnet18`` (BasicBlock [2, 2, 2, 2]) and ``resnet50`` (Bottleneck [3, 4, 6, 3]) are the Tf-KD paper's
+ResNet18/ResNet50 (yuanli2333/Teacher-free-Knowledge-Distillation, model/resnet.py, from
+kuangliu/pytorch-cifar), with PyTorch's default initialisation as there. The official forward ends in
+``F.avg_pool2d(out, 4)``, which equals the adaptive pooling here on 32x32 inputs (4x4 final maps); adaptive
+pooling also runs 64x64 inputs. ``tiny_resnet`` (BasicBlock [1, 1], widths 16 and 32; not a paper model)
+shares the implementation and keeps Kaiming initialisation.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ class Bottleneck(nn.Module):
 
 class ResNet(nn.Module):
     """Stem conv3x3(in_channels -> widths[0]) + BN + ReLU, then one stage per entry of ``num_blocks``;
-    the first stage keeps the resolution, every later one halves it."""
+    the first stage keeps the resolution, every later one halves it. PyTorch's default initialisation
+    unless ``kaiming_init`` (see ``common.init_kaiming``)."""
 
     def __init__(
         self,
@@ -73,6 +78,7 @@ class ResNet(nn.Module):
         num_classes: int,
         in_channels: int = 3,
         widths: Sequence[int] = (64, 128, 256, 512),
+        kaiming_init: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) != len(num_blocks):
@@ -91,7 +97,8 @@ class ResNet(nn.Module):
         self.layers = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(in_planes, num_classes)
-        init_kaiming(self)
+        if kaiming_init:
+            init_kaiming(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -112,4 +119,4 @@ def resnet50(num_classes: int, in_channels: int = 3) -> nn.Module:
 
 @MODELS.register("tiny_resnet")
 def tiny_resnet(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(BasicBlock, [1, 1], num_classes, in_channels, widths=(16, 32))
+    return ResNet(BasicBlock, [1, 1], num_classes, in_channels, widths=(16, 32), kaiming_init=True)

@@ -1,9 +1,11 @@
-"""ShuffleNetV2 1x (Ma et al. 2018), CIFAR variant as in weiaicunzai/pytorch-cifar100.
+"""ShuffleNetV2 1x (Ma et al. 2018), CIFAR variant of the Tf-KD paper's code
+(yuanli2333/Teacher-free-Knowledge-Distillation, model/shufflenetv2.py, from weiaicunzai/pytorch-cifar100).
 
 3x3 stem conv (in_channels -> 24) + BN (no ReLU, no max-pool); three stages of shuffle units with 116, 232
 and 464 output channels, each a stride-2 down-sampling unit followed by 3, 7 and 3 stride-1 units; a
-1x1 conv 464 -> 1024 + BN + ReLU, adaptive average pooling and a linear classifier. Convs carry biases,
-as in that variant.
+1x1 conv 464 -> 1024 + BN + ReLU, adaptive average pooling and a linear classifier. Convs carry biases
+and keep PyTorch's default initialisation, as in the official file: 1,360,896 parameters and 0.087 forward
+GFLOPs at 32x32 for 100 classes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import MODELS, init_kaiming
+from .common import MODELS
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -98,7 +100,6 @@ class ShuffleNetV2(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(last_channels, num_classes)
-        init_kaiming(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pre(x)
