@@ -126,13 +126,13 @@ def test_ray_validation_rejects_a_broken_config():
 
 
 def test_storage_verdict_passes_when_every_node_sees_the_marker():
-    from tfkd_search.search import storage_verdict
+    from tfkd_search.search.cluster import storage_verdict
 
     assert storage_verdict("/mnt/nfs/runs", {"10.0.0.1 (aa)": True, "10.0.0.2 (bb)": True}) is None
 
 
 def test_storage_verdict_names_the_blind_nodes_and_what_to_pass():
-    from tfkd_search.search import storage_verdict
+    from tfkd_search.search.cluster import storage_verdict
 
     why = storage_verdict("/home/u/runs", {"10.0.0.1 (aa)": True, "10.0.0.2 (bb)": False,
                                            "10.0.0.3 (cc)": False})
@@ -142,13 +142,13 @@ def test_storage_verdict_names_the_blind_nodes_and_what_to_pass():
 
 
 def test_storage_verdict_does_not_fail_on_nodes_that_did_not_answer():
-    from tfkd_search.search import storage_verdict
+    from tfkd_search.search.cluster import storage_verdict
 
     assert storage_verdict("/x", {"a": True, "b": None}) is None
 
 
 def test_storage_verdict_on_an_autoscaling_cluster_with_only_a_trial_less_head():
-    from tfkd_search.search import storage_verdict
+    from tfkd_search.search.cluster import storage_verdict
 
     why = storage_verdict("/home/u/runs", {"head": True}, trials_elsewhere=True, fs_type="ext4")
     assert why and "local ext4 disk" in why and "s3://" in why
@@ -158,7 +158,7 @@ def test_storage_verdict_on_an_autoscaling_cluster_with_only_a_trial_less_head()
 
 
 def test_fs_type_reads_the_mount_table():
-    from tfkd_search.search import _fs_type
+    from tfkd_search.search.cluster import _fs_type
 
     if not Path("/proc/mounts").exists():
         pytest.skip("no /proc/mounts")
@@ -212,8 +212,8 @@ class FakeRay:
 
 
 def test_check_shared_storage_probes_every_node_and_cleans_up(tmp_path, monkeypatch):
-    from tfkd_search import search
-    from tfkd_search.errors import ConfigError
+    from tfkd_search.search import cluster as search
+    from tfkd_search.errors import EnvironmentProblem
 
     run_dir = tmp_path / "runs" / "x"
     run_dir.mkdir(parents=True)
@@ -223,7 +223,7 @@ def test_check_shared_storage_probes_every_node_and_cleans_up(tmp_path, monkeypa
     search.check_shared_storage(fake, run_dir, said.append)
     assert sorted(fake.probed) == [N1, N2]
     assert said == [f"--storage {tmp_path / 'runs'}: visible from all 2 Ray nodes"]
-    with pytest.raises(ConfigError, match=r"the Ray nodes 10\.0\.0\.2 \(b2b2b2b2\) cannot see"):
+    with pytest.raises(EnvironmentProblem, match=r"the Ray nodes 10\.0\.0\.2 \(b2b2b2b2\) cannot see"):
         search.check_shared_storage(FakeRay(two, blind={N2}), run_dir, said.append)
     assert not list(run_dir.iterdir())  # the marker is gone, pass or fail
     # one node that trains itself: nothing to check
@@ -232,7 +232,7 @@ def test_check_shared_storage_probes_every_node_and_cleans_up(tmp_path, monkeypa
     assert fake.probed == []
     # only a head without CPUs/GPUs yet (autoscaling): a local disk type is refused, a shared one is not
     monkeypatch.setattr(search, "_fs_type", lambda path: "ext4")
-    with pytest.raises(ConfigError, match="local ext4 disk of the head node"):
+    with pytest.raises(EnvironmentProblem, match="local ext4 disk of the head node"):
         search.check_shared_storage(FakeRay({N1: {"CPU": 0.0}}), run_dir, said.append)
     monkeypatch.setattr(search, "_fs_type", lambda path: "nfs4")
     search.check_shared_storage(FakeRay({N1: {"CPU": 0.0}}), run_dir, said.append)
@@ -550,14 +550,12 @@ def test_worker_node_killed_mid_search_trials_continue_on_the_other(cluster, tmp
 @pytest.mark.slow
 def test_gpu_wait_from_the_job_entrypoint_then_a_clear_error(cluster, tmp_path):
     wd = _space(tmp_path / "job", "gpuwait", DIGITS, [1.0])
-    t0 = time.time()
-    res = cluster.submit(wd, ["TFKD_GPU_WAIT_S=3", "tfkd-search", "--space", "space.yaml", "--gpus", "1",
+    res = cluster.submit(wd, ["tfkd-search", "--space", "space.yaml", "--gpus", "1", "--gpu-wait", "3",
                               "--address", "auto", "--storage", str(tmp_path / "runs")], timeout=180)
     out = res.stdout + res.stderr
     assert "waiting up to 3 s for 1 GPUs (the cluster has 0 now)" in out, out[-3000:]
     assert "--gpus 1: the Ray cluster at auto has 0 GPUs" in out
     assert res.returncode != 0 and "failed" in out
-    assert time.time() - t0 < 150
 
 
 def _unshare_prefix() -> list[str] | None:

@@ -10,6 +10,7 @@ import torch
 from tfkd_search import losses
 from tfkd_search.data import Batches, load_splits
 from tfkd_search.models import build_model
+from tfkd_search.runs import run_one
 from tfkd_search.trainer import StepRunner, train
 
 pytestmark = [pytest.mark.gpu,
@@ -87,7 +88,7 @@ def test_every_zoo_model_trains_with_graphs_bf16_channels_last(make_cfg, model) 
 def test_kd_teacher_runs_inside_the_graph(make_cfg, tmp_path) -> None:
     common = {"device": "cuda", "data.dataset": "synthetic", "data.synthetic_size": 512,
               "optim.batch_size": 64, "schedule.epochs": 2, "schedule.milestones": [1]}
-    t = train(make_cfg(common, model="tiny_resnet"), run_dir=tmp_path / "teacher")
+    t = run_one(make_cfg(common, model="tiny_resnet"), tmp_path / "teacher")
     assert t.status == "completed"
     cfg = make_cfg({**common, "teacher": {"checkpoint": str(tmp_path / "teacher" / "checkpoint.pt")},
                     "loss.tau": 4.0, "loss.alpha": 0.9}, method="kd", model="tiny_cnn")

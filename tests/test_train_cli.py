@@ -39,6 +39,7 @@ def test_train_every_method(tmp_path, capsys, dataset) -> None:
         assert main(args) == 0, capsys.readouterr().err
         text = capsys.readouterr().out
         assert "epoch 2/2" in text and "summary:" in text
+        assert "±" not in text  # one seed: a value, not a spread of one
         metrics = pd.read_parquet(out / "seed0" / "metrics.parquet")
         assert list(metrics["epoch"]) == [1, 2] and metrics["train_loss"].notna().all()
         summary = json.loads((out / "seed0" / "summary.json").read_text())

@@ -13,6 +13,7 @@ import torch
 from tfkd_search.config import build_run_config
 from tfkd_search.errors import CheckpointError
 from tfkd_search.io import CHECKPOINT_FORMAT, load_checkpoint
+from tfkd_search.runs import run_one
 from tfkd_search.trainer import METRICS, EpochReport, TrainResult, lr_at, train
 
 # ---------------------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def teachers(tmp_path_factory) -> dict[str, Path]:
     for model in ("tiny_cnn", "tiny_mlp"):
         cfg = build_run_config({"device": "cpu", "threads": 1, "model": model,
                                 "schedule": {"epochs": 1, "milestones": []}})
-        res = train(cfg, run_dir=root / model)
+        res = run_one(cfg, root / model)
         assert res.status == "completed"
         out[model] = root / model / "checkpoint.pt"
         assert out[model].is_file()
@@ -135,6 +136,15 @@ def test_every_method_trains(make_cfg, teachers, method, extra):
     assert res.test_acc is None and res.run_dir is None
 
 
+def test_trainer_writes_no_files(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    reports: list[EpochReport] = []
+    res = train(make_cfg(), report=reports.append)
+    assert res.status == "completed" and len(reports) == 2
+    assert reports[-1].make_checkpoint()["epoch"] == 2  # what a caller may write, on request
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_teacher_is_frozen_and_student_changes(make_cfg, teachers):
     before = load_checkpoint(teachers["tiny_cnn"])["model"]
     cfg = make_cfg({"teacher": {"checkpoint": str(teachers["tiny_cnn"])}}, method="tfkd_self")
@@ -169,15 +179,15 @@ def _stop_after(n: int):
 
 def test_resume_is_bitwise_identical(make_cfg, tmp_path):
     cfg = make_cfg({"schedule": {"epochs": 4, "milestones": [3]}, "checkpoint_every": 1})
-    full = train(cfg, run_dir=tmp_path / "full")
+    full = run_one(cfg, tmp_path / "full")
 
     part = tmp_path / "part"
     with pytest.raises(_Stop):
-        train(cfg, run_dir=part, report=_stop_after(2))
+        run_one(cfg, part, report=_stop_after(2))
     assert load_checkpoint(part / "checkpoint.pt")["epoch"] == 2
     assert not (part / "summary.json").exists()
     seen: list[int] = []
-    res = train(cfg, run_dir=part, resume=True, report=lambda ep: seen.append(ep.epoch))
+    res = run_one(cfg, part, resume=True, report=lambda ep: seen.append(ep.epoch))
     assert seen == [3, 4]
     assert res.status == "completed" and res.epochs == 4
 
@@ -200,7 +210,7 @@ def test_resume_is_bitwise_identical(make_cfg, tmp_path):
 
 
 def test_resume_without_checkpoint_starts_fresh(make_cfg, tmp_path):
-    res = train(make_cfg({"schedule.epochs": 1, "schedule.milestones": []}), run_dir=tmp_path, resume=True)
+    res = run_one(make_cfg({"schedule.epochs": 1, "schedule.milestones": []}), tmp_path, resume=True)
     assert res.status == "completed" and res.epochs == 1
 
 
@@ -209,7 +219,7 @@ def test_resume_rejects_checkpoint_of_another_model(make_cfg, teachers, tmp_path
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(teachers["tiny_mlp"].read_bytes())
     with pytest.raises(CheckpointError, match="tiny_mlp"):
-        train(make_cfg(), run_dir=run, resume=True)
+        run_one(make_cfg(), run, resume=True)
 
 
 def test_resume_rejects_corrupt_checkpoint(make_cfg, tmp_path):
@@ -217,7 +227,7 @@ def test_resume_rejects_corrupt_checkpoint(make_cfg, tmp_path):
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint" * 10)
     with pytest.raises(CheckpointError, match="checkpoint.pt"):
-        train(make_cfg(), run_dir=run, resume=True)
+        run_one(make_cfg(), run, resume=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,15 +237,28 @@ def test_resume_rejects_corrupt_checkpoint(make_cfg, tmp_path):
 def test_divergence_is_reported_not_raised(make_cfg, tmp_path):
     cfg = make_cfg({"optim.lr": 1e6, "schedule": {"epochs": 3, "milestones": [2], "warmup_epochs": 0}})
     reports: list[EpochReport] = []
-    res = train(cfg, run_dir=tmp_path, report=reports.append)
+    res = run_one(cfg, tmp_path, report=reports.append)
     assert res.status == "diverged"
     assert res.epochs == len(res.history) < 3
     assert reports[-1].status == "diverged"
     assert not math.isfinite(res.history[-1]["train_loss"])
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text(), parse_constant=_no_nan)
     assert summary["status"] == "diverged"
     if res.epochs == 1:  # no checkpoint of a diverged epoch
         assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def _no_nan(name: str) -> None:
+    raise AssertionError(f"summary.json is not strict JSON: {name}")
+
+
+def test_summary_is_strict_json_with_null_for_missing(make_cfg, tmp_path):
+    # no validation split: no val accuracy to report, and no test split: no test accuracy
+    res = run_one(make_cfg({"data.val_fraction": 0.0}), tmp_path)
+    assert res.status == "completed"
+    summary = json.loads((tmp_path / "summary.json").read_text(), parse_constant=_no_nan)
+    assert summary["best_val_acc"] is None and summary["last_val_acc"] is None
+    assert summary["test_acc"] is None and summary["epochs"] == 2
 
 
 def test_divergence_with_huge_multiplier(make_cfg):
@@ -253,7 +276,7 @@ def test_run_folder_files(make_cfg, tmp_path):
     import pandas as pd
 
     cfg = make_cfg({"keep_checkpoints": [1], "schedule": {"epochs": 2, "milestones": [1]}})
-    res = train(cfg, run_dir=tmp_path)
+    res = run_one(cfg, tmp_path)
     df = pd.read_parquet(tmp_path / "metrics.parquet")
     assert set(df.columns) == {"epoch", *METRICS}
     assert len(df) == 2 and df["epoch"].tolist() == [1.0, 2.0]
@@ -284,7 +307,7 @@ def test_keep_checkpoints_independent_of_checkpoint_every(make_cfg, tmp_path):
         if ep.epoch == 2:
             seen.append(load_checkpoint(tmp_path / "checkpoint.pt")["epoch"])
 
-    train(cfg, run_dir=tmp_path, report=report)
+    run_one(cfg, tmp_path, report=report)
     assert load_checkpoint(tmp_path / "epoch_1.pt")["epoch"] == 1
     assert seen == [2]
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 3  # the last epoch is always saved
@@ -292,9 +315,9 @@ def test_keep_checkpoints_independent_of_checkpoint_every(make_cfg, tmp_path):
 
 def test_resume_of_a_completed_run_trains_nothing(make_cfg, tmp_path):
     cfg = make_cfg({"schedule": {"epochs": 1, "milestones": []}})
-    first = train(cfg, run_dir=tmp_path)
+    first = run_one(cfg, tmp_path)
     reports: list[EpochReport] = []
-    again = train(cfg, run_dir=tmp_path, resume=True, report=reports.append)
+    again = run_one(cfg, tmp_path, resume=True, report=reports.append)
     assert reports == []
     assert again.status == "completed" and again.epochs == 1
     assert again.history[0]["train_loss"] == first.history[0]["train_loss"]
@@ -391,7 +414,7 @@ def test_teacher_of_another_dataset_with_same_class_count(make_cfg, tmp_path):
     # synthetic (3 channels) and digits (1 channel) both have 10 classes
     cfg = make_cfg({"data": {"dataset": "synthetic", "synthetic_size": 64},
                     "schedule": {"epochs": 1, "milestones": []}})
-    train(cfg, run_dir=tmp_path / "t")
+    run_one(cfg, tmp_path / "t")
     p = tmp_path / "t" / "checkpoint.pt"
     msg = _expect_checkpoint_error(_kd_cfg(make_cfg, p), p)
     assert "synthetic" in msg and "digits" in msg

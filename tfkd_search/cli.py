@@ -1,7 +1,11 @@
 """Command line: `tfkd-search --space FILE` (the search) and the subcommands train/export/validate/report.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad input (a config, a flag, a path). Errors print one
-message without a traceback (`--debug` shows it).
+Exit codes (one rule, `errors.py`): 0 success; 2 the input is wrong (a config, a space, a flag value,
+a path, a missing dataset, a corrupt checkpoint: fix the command or a file); 3 the environment is wrong
+(a Ray cluster or MLflow server that does not answer, GPUs the machine or cluster lacks, a storage
+folder that cannot be written or seen from the nodes); 1 the run itself failed (no trial finished,
+every seed diverged, an unexpected error). Errors print one message without a traceback (`--debug`
+shows it).
 """
 
 from __future__ import annotations
@@ -26,11 +30,22 @@ EPILOG = """examples:
 SUBCOMMANDS = ("train", "export", "validate", "report")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value by its dotted path, e.g. --set loss.tau=20 "
-                        "(repeatable; values are YAML)")
-    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+def _common(p: argparse.ArgumentParser, overrides: bool = True) -> None:
+    if overrides:
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value by its dotted path, e.g. --set loss.tau=20 "
+                            "(repeatable; values are YAML)")
+    p.add_argument("--debug", action="store_true",
+                   help="show Python tracebacks on errors and the libraries' INFO lines")
+
+
+def _ray_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu-wait", type=float, default=float(os.environ.get("TFKD_GPU_WAIT_S") or 0),
+                   metavar="SECONDS", help="on an autoscaling cluster, ask for the GPUs and wait up "
+                                           "to SECONDS for them (default 0; env TFKD_GPU_WAIT_S)")
+    p.add_argument("--ray-temp-dir", default=os.environ.get("TFKD_RAY_TMPDIR"), metavar="DIR",
+                   help="session folder of the embedded Ray (default Ray's /tmp/ray; env "
+                        "TFKD_RAY_TMPDIR)")
 
 
 def _search_parser() -> argparse.ArgumentParser:
@@ -47,12 +62,18 @@ def _search_parser() -> argparse.ArgumentParser:
                                      "start an embedded local Ray")
     p.add_argument("--storage", default="./tfkd_runs",
                    help="folder or s3:// / gs:// URI for results (default ./tfkd_runs)")
+    p.add_argument("--results-dir", default=os.environ.get("TFKD_RESULTS_DIR"), metavar="DIR",
+                   help="with an object-store --storage: the local folder for the result files, "
+                        "copied to the bucket at the end (default ./tfkd_runs; env TFKD_RESULTS_DIR)")
     p.add_argument("--name", help="run name (default: the space's name); results in STORAGE/NAME")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite in --storage)")
     p.add_argument("--data-dir", help="dataset folder (default ./data)")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing (network)")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the plan; no Ray")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything the real run checks (space, GPUs, address, MLflow, dataset, "
+                        "teacher) and print the plan; starts no Ray and writes nothing")
+    _ray_flags(p)
     _common(p)
     return p
 
@@ -71,6 +92,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--download", action="store_true", help="download CIFAR if missing")
         p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite in --storage)")
         p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
+        _ray_flags(p)
     elif cmd == "export":
         p.description = "Write the top-k configs of a search to RUN_DIR/best/rank<k>.yaml."
         p.add_argument("run_dir")
@@ -82,7 +104,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
     elif cmd == "report":
         p.description = "Write RUN_DIR/report/index.html with plots of a search."
         p.add_argument("run_dir")
-    _common(p)
+    _common(p, overrides=cmd in ("train", "validate"))
     return p
 
 
@@ -92,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _sub_parser(cmd) if cmd != "search" else _search_parser()
     args = parser.parse_args(argv[1:] if cmd != "search" else argv)
     _quiet_libraries(args.debug)
+    if not hasattr(args, "overrides"):
+        args.overrides = []
     try:
         return _dispatch(cmd, args)
     except TfkdError as err:
@@ -115,7 +139,6 @@ def _quiet_libraries(debug: bool) -> None:
     import logging
 
     if debug:
-        os.environ["TFKD_DEBUG"] = "1"
         return
     for name in ("mlflow", "alembic", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -149,6 +172,13 @@ def _dispatch(cmd: str, args: argparse.Namespace) -> int:
     raise AssertionError(cmd)
 
 
+def _ray_options(args: argparse.Namespace) -> object:
+    from .search import RayOptions
+
+    return RayOptions(address=getattr(args, "address", None), gpu_wait=args.gpu_wait,
+                      temp_dir=args.ray_temp_dir, debug=args.debug)
+
+
 def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     from .spaces import describe, load_space
 
@@ -159,19 +189,9 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     if args.download:
         overrides["base.data.download"] = True
     space = load_space(args.space, overrides)
-    if args.dry_run:
-        print(describe(space, gpus=args.gpus, cpus=os.cpu_count()))
-        print("dry run: nothing started")
-        return 0
     from .search import preflight, run_search, shutdown
 
-    if not args.debug:  # a failed trial is reported once by the search (and kept in trials.parquet,
-        # MLflow and the trial's error.txt); Ray Tune would also print its traceback every attempt
-        import logging
-
-        logging.getLogger("ray.tune.execution.tune_controller").addFilter(
-            lambda record: not str(record.msg).startswith("Trial task failed"))
-
+    # the dry run checks exactly what the real run checks before it starts Ray
     preflight(args.address, args.gpus, args.mlflow_uri)
     if not args.address:
         # Everything runs on this machine: check the base config's teacher checkpoint and dataset
@@ -179,9 +199,20 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         from .runs import preflight as check_inputs, resolve_paths
 
         check_inputs(resolve_paths(space.base), source=args.space, prefix="base.")
+    if args.dry_run:
+        print(describe(space, gpus=args.gpus, cpus=os.cpu_count()))
+        print("dry run: every check passed; nothing started")
+        return 0
+    if not args.debug:  # a failed trial is reported once by the search (and kept in trials.parquet,
+        # MLflow and the trial's error.txt); Ray Tune would also print its traceback every attempt
+        import logging
+
+        logging.getLogger("ray.tune.execution.tune_controller").addFilter(
+            lambda record: not str(record.msg).startswith("Trial task failed"))
     try:
-        outcome = run_search(space, gpus=args.gpus, address=args.address, storage=args.storage,
-                             name=args.name, resume=args.resume, mlflow_uri=args.mlflow_uri,
+        outcome = run_search(space, gpus=args.gpus, ray_options=_ray_options(args),
+                             storage=args.storage, name=args.name, resume=args.resume,
+                             mlflow_uri=args.mlflow_uri, results_dir=args.results_dir,
                              printer=_printer)
     finally:
         shutdown()
@@ -224,11 +255,12 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         from .tracking import Tracker
 
         Path(args.storage).mkdir(parents=True, exist_ok=True)
-        tracker = Tracker(uri, cfg.name.rsplit("-rank", 1)[0])
+        tracker = Tracker(uri, cfg.name.rsplit("-rank", 1)[0], debug=args.debug)
     print(f"training {cfg.model} with {cfg.method} on {cfg.data.dataset}: "
           f"{cfg.schedule.trained_epochs} epochs, seeds {seeds}; run folder {out}", flush=True)
     results = train_seeds(cfg, seeds, out, resume=args.resume, gpus=args.gpus, tracker=tracker,
-                          printer=_printer, data=data)
+                          printer=_printer, data=data, progress=sys.stderr.isatty(),
+                          ray_options=_ray_options(args))
     if args.gpus:
         from .search import shutdown
 

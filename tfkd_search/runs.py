@@ -1,19 +1,107 @@
-"""Single and multi-seed training runs (`tfkd-search train`), tracked in MLflow beside searches."""
+"""Final runs (`tfkd-search train`): one or more seeds of a run config, each in its run folder,
+sequentially or in parallel on GPUs, tracked in MLflow beside searches.
+
+The trainer writes no files: `RunWriter` is the report callback that keeps a run folder
+(`config.json`, `metrics.parquet`, `checkpoint.pt`, `summary.json`).
+"""
 
 from __future__ import annotations
 
 import math
-import os
 import statistics
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import TEACHER_METHODS, RunConfig, config_to_dict, flatten
-from .errors import ConfigError
-from .io import ensure_writable_dir
+from .config import TEACHER_METHODS, RunConfig, build_run_config, config_to_dict, flatten
+from .errors import ConfigError, EnvironmentProblem
+from .io import (atomic_torch_save, atomic_write_json, atomic_write_parquet, ensure_writable_dir,
+                 load_checkpoint)
 
 Printer = Callable[[str], None]
+CHECKPOINT = "checkpoint.pt"
+
+
+class RunWriter:
+    """The run folder of one training run, written from the trainer's epoch reports.
+
+    `checkpoint.pt` every `checkpoint_every` epochs and at the end (what `--resume` continues from),
+    `epoch_<N>.pt` for the epochs in `keep_checkpoints` (e.g. teachers for Re-KD / De-KD)."""
+
+    def __init__(self, cfg: RunConfig, out: Path, *, then: Callable[[Any], None] | None = None) -> None:
+        self.cfg, self.out, self.then = cfg, Path(out), then
+        self.history: list[dict[str, float]] = []
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out / "config.json", config_to_dict(cfg))
+
+    def resume_state(self, resume: bool) -> dict[str, Any] | None:
+        path = self.out / CHECKPOINT
+        if not resume or not path.exists():
+            return None
+        state = load_checkpoint(path, "resume checkpoint")
+        self.history = [dict(h) for h in state.get("history", [])]
+        return state
+
+    def __call__(self, ep: Any) -> None:
+        import pandas as pd
+
+        self.history.append(dict(ep.metrics))
+        atomic_write_parquet(pd.DataFrame(self.history), self.out / "metrics.parquet")
+        keep = ep.epoch in self.cfg.keep_checkpoints
+        save = ep.epoch % self.cfg.checkpoint_every == 0 or ep.epoch == ep.epochs
+        if ep.status != "diverged" and (save or keep):
+            ckpt = ep.make_checkpoint()
+            if save:
+                atomic_torch_save(ckpt, self.out / CHECKPOINT)
+            if keep:
+                atomic_torch_save(ckpt, self.out / f"epoch_{ep.epoch}.pt")
+        if self.then is not None:
+            self.then(ep)
+
+    def finish(self, result: Any) -> Any:
+        result.run_dir = str(self.out)
+        atomic_write_json(self.out / "summary.json", result.summary())
+        return result
+
+
+def run_one(cfg: RunConfig, out: Path, *, resume: bool = False, data: Any = None,
+            report: Callable[[Any], None] | None = None, progress: bool = False) -> Any:
+    """Train `cfg` into the run folder `out` (continuing from its checkpoint with `resume`)."""
+    from .trainer import train
+
+    writer = RunWriter(cfg, out, then=report)
+    state = writer.resume_state(resume)
+    hook = StepProgress(sys.stderr) if progress else None
+    return writer.finish(train(cfg, data=data, report=writer, resume=state, on_step=hook))
+
+
+class StepProgress:
+    """A progress line within a slow epoch, on a terminal only (nothing in logs and CI): after
+    `after` seconds of an epoch, redraw `step/steps` at most every `every` seconds."""
+
+    def __init__(self, stream: Any, after: float = 5.0, every: float = 1.0) -> None:
+        self.stream, self.after, self.every = stream, after, every
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self.t0 = self.last = 0.0
+
+    def __call__(self, step: int, steps: int) -> None:
+        if not self.live:
+            return
+        now = time.monotonic()
+        if step == 1:
+            self.t0, self.last = now, now
+        elif step == steps:
+            if now - self.t0 >= self.after:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+        elif now - self.t0 >= self.after and now - self.last >= self.every:
+            self.last = now
+            rate = step / max(now - self.t0, 1e-9)
+            self.stream.write(f"\r  step {step}/{steps}  ({rate:.1f} steps/s, "
+                              f"{(steps - step) / rate:.0f} s left in this epoch)\033[K")
+            self.stream.flush()
 
 
 def seeds_for(cfg: RunConfig, n: int | None) -> list[int]:
@@ -43,8 +131,8 @@ def prepare_out(out: Path, seeds: list[int], resume: bool) -> None:
     try:
         ensure_writable_dir(out)
     except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc}); pass a writable "
-                          f"--out or --storage") from None
+        raise EnvironmentProblem(f"--out {out}: cannot write there ({exc.strerror or exc}); pass a "
+                                 f"writable --out or --storage") from None
 
 
 def check_teacher(cfg: RunConfig, source: str = "config", prefix: str = "") -> None:
@@ -56,17 +144,9 @@ def check_teacher(cfg: RunConfig, source: str = "config", prefix: str = "") -> N
 
     from .data import dataset_info
     from .errors import CheckpointError
-    from .io import load_checkpoint
     from .trainer import load_teacher
 
     try:
-        path = cfg.teacher.checkpoint
-        held = load_checkpoint(path, "teacher checkpoint").get("model_name")
-        if cfg.teacher.model and held and held != cfg.teacher.model:
-            raise CheckpointError(
-                f"teacher checkpoint {path}: holds a {held!r} but teacher.model is "
-                f"{cfg.teacher.model!r}; set teacher.model: {held} or leave it out (it is read from "
-                f"the checkpoint)")
         load_teacher(cfg, dataset_info(cfg.data.dataset).in_channels, torch.device("cpu"))
     except CheckpointError as err:
         raise CheckpointError(f"{source}: {prefix}teacher.checkpoint: {err}") from None
@@ -86,13 +166,12 @@ def preflight(cfg: RunConfig, source: str = "config", prefix: str = "") -> Any:
 
 
 def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gpus: float,
-                tracker: Any | None, printer: Printer, data: Any = None) -> list[Any]:
+                tracker: Any | None, printer: Printer, data: Any = None, progress: bool = False,
+                ray_options: Any = None) -> list[Any]:
     """Train one run per seed (sequentially, or in parallel through Ray when `gpus` > 0).
 
     `data`: the splits preflight() loaded (shared by the sequential seeds: the split does not
     depend on the seed)."""
-    from .trainer import train
-
     parent = None
     if tracker is not None:
         parent = tracker.start_parent(f"train:{out.resolve()}", f"train-{cfg.name}",
@@ -101,9 +180,8 @@ def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gp
     cfgs = {s: cfg.model_copy(update={"seed": s}) for s in seeds}
     results: list[Any] = []
     if gpus and len(seeds) > 1:
-        from .search import train_parallel
-
-        results = train_parallel(cfgs, out, gpus=gpus, resume=resume, printer=printer)
+        results = train_parallel(cfgs, out, gpus=gpus, resume=resume, printer=printer,
+                                 ray_options=ray_options)
         if tracker is not None:
             for seed, res in zip(seeds, results):
                 run = tracker.child(f"{parent}:seed{seed}", f"seed{seed}", params={"seed": seed})
@@ -121,8 +199,8 @@ def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gp
                 if tracker is not None:
                     tracker.log_epoch(run, ep.metrics, ep.epoch)
 
-            res = train(cfgs[seed], run_dir=out / f"seed{seed}", report=report, resume=resume,
-                        data=data)
+            res = run_one(cfgs[seed], out / f"seed{seed}", resume=resume, data=data, report=report,
+                          progress=progress)
             results.append(res)
             if tracker is not None:
                 tracker.end_child(f"{parent}:seed{seed}", res.status, _final_tags(res))
@@ -132,6 +210,32 @@ def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gp
         tracker.finish(parent, "FINISHED")
     printer(summary_text(summary, seeds))
     return results
+
+
+def _train_remote(cfg_dict: dict[str, Any], run_dir: str, resume: bool) -> Any:
+    return run_one(build_run_config(cfg_dict), Path(run_dir), resume=resume)
+
+
+def train_parallel(cfgs: dict[int, RunConfig], out: Path, *, gpus: float, resume: bool,
+                   printer: Printer, ray_options: Any = None) -> list[Any]:
+    """Final runs of several seeds in parallel, one Ray task per seed with one GPU each."""
+    from .search import RayOptions, init_ray
+
+    ray = init_ray(ray_options or RayOptions(), gpus, printer)
+    task = ray.remote(num_gpus=1, num_cpus=1)(_train_remote)
+    refs = {seed: task.remote(config_to_dict(cfg), str(out / f"seed{seed}"), resume)
+            for seed, cfg in cfgs.items()}
+    results = []
+    for seed, ref in refs.items():
+        res = ray.get(ref)
+        test = f"{res.test_acc:.4f}" if res.test_acc is not None else "n/a"
+        printer(f"seed {seed}: {res.status}, best val_acc {_num(res.best_val_acc)}, test_acc {test}")
+        results.append(res)
+    return results
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
 def _final_tags(res: Any) -> dict[str, Any]:
@@ -144,11 +248,13 @@ def summarize(results: list[Any]) -> dict[str, Any]:
                            "diverged": sum(r.status == "diverged" for r in results)}
     for key in ("test_acc", "best_val_acc", "last_val_acc"):
         vals = [float(getattr(r, key)) for r in results
-                if getattr(r, key) is not None and not math.isnan(float(getattr(r, key)))
+                if getattr(r, key) is not None and math.isfinite(float(getattr(r, key)))
                 and float(getattr(r, key)) >= 0]
         if vals:
             out[f"{key}_mean"] = statistics.fmean(vals)
-            out[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            out[f"{key}_n"] = len(vals)
+            if len(vals) > 1:
+                out[f"{key}_std"] = statistics.stdev(vals)
     return out
 
 
@@ -158,15 +264,13 @@ def summary_text(s: dict[str, Any], seeds: list[int]) -> str:
         parts.append(f"{s['diverged']} diverged")
     for key in ("test_acc", "best_val_acc", "last_val_acc"):
         if f"{key}_mean" in s:
-            parts.append(f"{key} {s[key + '_mean']:.4f} ± {s[key + '_std']:.4f}")
+            spread = f" ± {s[key + '_std']:.4f} (n={s[key + '_n']})" if f"{key}_std" in s else ""
+            parts.append(f"{key} {s[key + '_mean']:.4f}{spread}")
     return "summary: " + ", ".join(parts)
 
 
 def resolve_paths(cfg: RunConfig) -> RunConfig:
-    """Make relative data/teacher paths absolute (trials run in other folders)."""
-    data = cfg.data.model_copy(update={"data_dir": os.path.abspath(cfg.data.data_dir or "data")})
-    upd: dict[str, Any] = {"data": data}
-    if cfg.teacher is not None:
-        upd["teacher"] = cfg.teacher.model_copy(
-            update={"checkpoint": os.path.abspath(cfg.teacher.checkpoint)})
-    return cfg.model_copy(update=upd)
+    """Make relative data/teacher paths absolute (trials and Ray tasks run in other folders)."""
+    from .search.storage import resolve_paths as resolve_dict
+
+    return build_run_config(resolve_dict(config_to_dict(cfg)))

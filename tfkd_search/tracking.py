@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, EnvironmentProblem
 
 LOGGED_METRICS = ("val_acc", "val_loss", "train_loss", "train_ce", "train_kl", "lr", "images_per_s",
                   "epoch_seconds")
@@ -48,9 +48,9 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
             with socket.create_connection((host, port), timeout=timeout):
                 pass
         except OSError as exc:
-            raise ConfigError(f"--mlflow-uri {uri}: the MLflow tracking server does not answer "
-                              f"({exc.strerror or exc}); start it (mlflow server --host 127.0.0.1 "
-                              f"--port {port}) or pass another --mlflow-uri") from None
+            raise EnvironmentProblem(f"--mlflow-uri {uri}: the MLflow tracking server does not answer "
+                                     f"({exc.strerror or exc}); start it (mlflow server --host "
+                                     f"127.0.0.1 --port {port}) or pass another --mlflow-uri") from None
     elif parsed.scheme == "sqlite":
         # sqlite:////abs/path.db -> /abs/path.db; sqlite:///rel.db -> rel.db (SQLAlchemy's rule)
         folder = Path(parsed.path[1:] if parsed.path.startswith("/") else parsed.path).parent
@@ -58,11 +58,24 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         if not probe.is_dir() or not os.access(probe, os.W_OK):
-            raise ConfigError(f"--mlflow-uri {uri}: cannot write the database into {folder} ({probe} "
-                              f"is not a writable folder); pass sqlite:////abs/writable/path/mlflow.db")
+            raise EnvironmentProblem(f"--mlflow-uri {uri}: cannot write the database into {folder} "
+                                     f"({probe} is not a writable folder); pass "
+                                     f"sqlite:////abs/writable/path/mlflow.db")
     elif parsed.scheme in ("", "file"):
         raise ConfigError(f"--mlflow-uri {uri}: MLflow 3 no longer supports plain file stores; use "
                           f"sqlite:////abs/path/mlflow.db or http://HOST:PORT")
+
+
+UI_HOST, UI_PORT = "127.0.0.1", 5000
+
+
+def ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri} --host {UI_HOST} --port {UI_PORT}"
+
+
+def ui_base(uri: str) -> str:
+    """The web address of the UI that shows `uri`'s runs: the server itself, or `mlflow ui`'s."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://{UI_HOST}:{UI_PORT}"
 
 
 def package_versions() -> dict[str, str]:
@@ -87,13 +100,13 @@ def git_revision(cwd: str | os.PathLike[str] | None = None) -> str | None:
         return None
 
 
-def _client(uri: str) -> Any:
+def _client(uri: str, debug: bool = False) -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import logging
 
     from mlflow.tracking import MlflowClient
 
-    if not os.environ.get("TFKD_DEBUG"):  # mlflow sets its own INFO level when imported
+    if not debug:  # mlflow sets its own INFO level when imported
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
@@ -101,10 +114,10 @@ def _client(uri: str) -> Any:
 class Tracker:
     """Parent run plus child runs, all logged from the calling process."""
 
-    def __init__(self, uri: str, experiment: str) -> None:
+    def __init__(self, uri: str, experiment: str, debug: bool = False) -> None:
         self.uri = uri
         self.experiment = experiment
-        self.client = _client(uri)
+        self.client = _client(uri, debug)
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
             experiment, artifact_location=artifact_location(uri, experiment))
@@ -214,6 +227,17 @@ class Tracker:
 
     def run_url(self, run_id: str) -> str:
         return f"#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def ui_hints(self, run_id: str | None) -> list[str]:
+        """Where to look in the MLflow UI: MLflow 3 opens an experiment on its GenAI overview, which
+        shows none of the trials; the runs view and the parent run do."""
+        base = ui_base(self.uri)
+        lines = [] if self.uri.startswith(("http://", "https://")) else [
+            f"open the UI: {ui_command(self.uri)} (its first start takes MLflow some seconds)"]
+        lines.append(f"runs of this search: {base}/#/experiments/{self.experiment_id}/runs")
+        if run_id:
+            lines.append(f"parent run: {base}/{self.run_url(run_id)}")
+        return lines
 
     def _find(self, filter_string: str) -> Any:
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,

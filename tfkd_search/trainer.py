@@ -1,7 +1,8 @@
 """The Tf-KD trainer: `train(cfg) -> TrainResult`, a function usable from Python, the CLI and Ray Tune.
 
-It never reads argv or the environment and never imports Ray or MLflow: everything observable goes out
-through the `report` callback, the run folder and the return value.
+It never reads argv or the environment, never imports Ray or MLflow and writes no files: everything
+observable goes out through the `report` callback (which may write a run folder: `runs.RunWriter`) and
+the return value.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from . import losses
 from .config import RunConfig, config_to_dict
 from .data import Batches, DataSplits, load_splits
 from .errors import CheckpointError, ConfigError
-from .io import CHECKPOINT_FORMAT, atomic_torch_save, atomic_write_json, atomic_write_parquet, load_checkpoint
+from .io import CHECKPOINT_FORMAT, load_checkpoint
 from .models import build_model
 
 METRICS = ("train_loss", "train_ce", "train_kl", "val_acc", "val_loss", "lr", "epoch_seconds",
@@ -53,10 +53,19 @@ class TrainResult:
     run_dir: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "history"}
+        """The result as strict JSON values: a missing number is None, never NaN or -1."""
+        out: dict[str, Any] = {}
+        for k, v in self.__dict__.items():
+            if k == "history":
+                continue
+            if isinstance(v, float) and (not math.isfinite(v) or (k.endswith("_acc") and v < 0)):
+                v = None
+            out[k] = v
+        return out
 
 
 Reporter = Callable[[EpochReport], None]
+StepHook = Callable[[int, int], None]  # (step done, steps in the epoch), called after every step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,7 +111,12 @@ def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.M
     assert cfg.teacher is not None
     path = cfg.teacher.checkpoint
     state = load_checkpoint(path, "teacher checkpoint")
-    arch = cfg.teacher.model or state.get("model_name")
+    held = state.get("model_name")
+    if cfg.teacher.model and held and held != cfg.teacher.model:
+        raise CheckpointError(f"teacher checkpoint {path}: holds a {held!r} but teacher.model is "
+                              f"{cfg.teacher.model!r}; set teacher.model: {held} or leave it out (it "
+                              f"is read from the checkpoint)")
+    arch = cfg.teacher.model or held
     if cfg.method == "tfkd_self" and arch != cfg.model:
         raise CheckpointError(f"teacher checkpoint {path}: holds a {arch!r} but tfkd_self needs the "
                               f"student's own architecture {cfg.model!r}; use method: kd for another "
@@ -228,17 +242,17 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits | None = None,
-          report: Reporter | None = None, resume: bool | Mapping[str, Any] = False) -> TrainResult:
+def train(cfg: RunConfig, *, data: DataSplits | None = None, report: Reporter | None = None,
+          resume: Mapping[str, Any] | None = None, on_step: StepHook | None = None) -> TrainResult:
     """Train one student as `cfg` describes.
 
     Args:
         cfg: the validated run config.
-        run_dir: folder for `checkpoint.pt`, `metrics.parquet`, `config.json`, `summary.json`
-            (nothing is written when None).
         data: pre-loaded splits (default: loaded from `cfg.data`).
-        report: called after every epoch with an `EpochReport`.
-        resume: True to continue from `run_dir/checkpoint.pt` when it exists, or a checkpoint dict.
+        report: called after every epoch with an `EpochReport` (its `make_checkpoint()` builds the
+            checkpoint dict only when called).
+        resume: a checkpoint dict to continue from (`io.load_checkpoint`).
+        on_step: called after every optimisation step with (step, steps per epoch), for progress.
 
     A NaN/inf training loss ends the run with status "diverged" (reported, not raised).
     """
@@ -249,11 +263,6 @@ def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits
     use_cuda = device.type == "cuda"
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and use_cuda)
     channels_last = cfg.channels_last if cfg.channels_last is not None else use_cuda
-    out = Path(run_dir) if run_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", config_to_dict(cfg))
-
     if data is None:
         d = cfg.data
         data = load_splits(d.dataset, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed,
@@ -290,12 +299,8 @@ def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits
         return contextlib.nullcontext()
 
     history: list[dict[str, float]] = []
-    start_epoch, best_val = 0, -1.0
-    state_in: Mapping[str, Any] | None = None
-    if isinstance(resume, Mapping):
-        state_in = resume
-    elif resume and out is not None and (out / "checkpoint.pt").exists():
-        state_in = load_checkpoint(out / "checkpoint.pt", "resume checkpoint")
+    start_epoch, best_val = 0, float("nan")
+    state_in = resume
     if state_in is not None:
         _check_resumable(state_in, cfg, info.num_classes)
         model.load_state_dict(state_in["model"])
@@ -304,7 +309,8 @@ def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits
         if use_cuda and state_in.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state_in["cuda_rng"])
         start_epoch = int(state_in["epoch"])
-        best_val = float(state_in.get("best_val_acc", -1.0))
+        best_val = float(state_in.get("best_val_acc", float("nan")))
+        best_val = float("nan") if best_val < 0 else best_val  # checkpoints of older versions
         history = [dict(h) for h in state_in.get("history", [])]
 
     epochs = cfg.schedule.trained_epochs
@@ -334,6 +340,8 @@ def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits
         for step, (x, y) in enumerate(train_b.epoch(gen)):
             lr = lr_at(cfg, epoch, step, steps)
             runner(x, y, lr)
+            if on_step is not None:
+                on_step(step + 1, steps)
         sums = runner.sums
         tr = (sums / max(train_b.num_samples, 1)).tolist()  # the epoch's one host sync
         train_s = time.perf_counter() - t0
@@ -350,18 +358,9 @@ def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits
                "images_per_s": train_b.num_samples / max(train_s, 1e-9)}
         history.append(row)
         if not diverged and not math.isnan(val_acc):
-            best_val = max(best_val, val_acc)
+            best_val = val_acc if math.isnan(best_val) else max(best_val, val_acc)
         status = "diverged" if diverged else ("completed" if epoch + 1 == epochs else "running")
         done = epoch + 1
-        if out is not None:
-            _write_metrics(out, history)
-            save = done % cfg.checkpoint_every == 0 or done == epochs
-            if not diverged and (save or done in cfg.keep_checkpoints):
-                ckpt = make_checkpoint(done)
-                if save:
-                    atomic_torch_save(ckpt, out / "checkpoint.pt")
-                if done in cfg.keep_checkpoints:
-                    atomic_torch_save(ckpt, out / f"epoch_{done}.pt")
         if report is not None:
             report(EpochReport(epoch=done, epochs=epochs, metrics=row, status=status,
                                make_checkpoint=lambda d=done: make_checkpoint(d)))
@@ -374,10 +373,7 @@ def train(cfg: RunConfig, *, run_dir: str | Path | None = None, data: DataSplits
     last_val = history[-1]["val_acc"] if history else float("nan")
     result = TrainResult(status=status, epochs=len(history), best_val_acc=best_val,
                          last_val_acc=last_val, test_acc=test_acc, test_loss=test_loss,
-                         seconds=time.perf_counter() - t_start, history=history,
-                         run_dir=str(out) if out is not None else None)
-    if out is not None:
-        atomic_write_json(out / "summary.json", result.summary())
+                         seconds=time.perf_counter() - t_start, history=history)
     return result
 
 
@@ -390,9 +386,3 @@ def _check_resumable(state: Mapping[str, Any], cfg: RunConfig, num_classes: int)
             f"resume checkpoint holds a {state.get('model_name')!r} trained on {state.get('dataset')} "
             f"({state.get('num_classes')} classes), but this run is a {cfg.model!r} on "
             f"{cfg.data.dataset} ({num_classes}); use a fresh run folder")
-
-
-def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
-    import pandas as pd
-
-    atomic_write_parquet(pd.DataFrame(history), out / "metrics.parquet")

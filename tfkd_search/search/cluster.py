@@ -1,0 +1,270 @@
+"""Ray start-up and cluster checks: an embedded local Ray on loopback, or an existing cluster
+(`--address`), its GPUs, and whether every node sees the storage folder.
+
+Failures here are the environment's (exit code 3, `EnvironmentProblem`), except a malformed address
+(the input, exit code 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, EnvironmentProblem, TfkdError
+from ..tracking import check_reachable
+
+Printer = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How to reach or start Ray (CLI flags, never environment variables inside the library)."""
+
+    address: str | None = None     # None: an embedded local Ray on 127.0.0.1
+    gpu_wait: float = 0.0          # seconds to wait for an autoscaler to add GPU nodes
+    temp_dir: str | None = None    # Ray's session folder of an embedded instance
+    debug: bool = False            # Ray's own INFO lines
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - ray is a hard dependency, but say so clearly
+        raise TfkdError("Ray Tune is not installed: pip install 'ray[tune]'") from None
+    return ray
+
+
+# Filesystems that are certainly private to one machine (anything else may be shared: nfs, cifs,
+# lustre, gpfs, ceph, fuse mounts such as s3fs/gcsfuse, ...).
+_LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "ramfs", "overlay",
+             "vfat", "exfat", "ntfs", "ntfs3", "squashfs"}
+
+
+def _probe_marker(path: str, token: str) -> bool:
+    """Runs on one node: does it see the marker file the driver wrote?"""
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def _fs_type(path: Path) -> str | None:
+    """The filesystem type of the mount holding `path` (Linux), None when unknown."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return None
+    best, fstype = "", None
+    for mnt, typ in mounts:
+        mnt = mnt.replace("\\040", " ")
+        if (path.as_posix() == mnt or path.as_posix().startswith(mnt.rstrip("/") + "/")) \
+                and len(mnt) >= len(best):
+            best, fstype = mnt, typ
+    return fstype
+
+
+def storage_verdict(storage: str, seen: dict[str, bool | None], *, trials_elsewhere: bool = False,
+                    fs_type: str | None = None) -> str | None:
+    """Why the local path `storage` cannot serve a multi-node search, or None when it can.
+
+    `seen` maps each alive node (a label) to whether a task on it saw the driver's marker file (None:
+    no answer in time). `trials_elsewhere`: the driver's node is the only one so far and cannot run
+    trials itself (an autoscaling cluster whose head has no CPUs/GPUs), so trials will run on nodes
+    that do not exist yet; then a path on a local disk type (`fs_type`) cannot be right.
+    """
+    blind = sorted(node for node, ok in seen.items() if ok is False)
+    fix = ("pass a folder shared by every node at the same path (an NFS mount, e.g. --storage "
+           "/mnt/shared/tfkd_runs) or an object store (--storage s3://bucket/prefix or "
+           "gs://bucket/prefix, with --mlflow-uri)")
+    if blind:
+        return (f"--storage {storage}: is local to the head node (the driver's node): the Ray "
+                f"nodes {', '.join(blind)} cannot see files written there, and every trial writes "
+                f"its checkpoints to --storage from the node it runs on; {fix}")
+    if trials_elsewhere and fs_type in _LOCAL_FS:
+        return (f"--storage {storage}: is on a local {fs_type} disk of the head node, which runs no "
+                f"trials (no CPUs or GPUs), so the worker nodes the autoscaler adds cannot see it; "
+                f"{fix}")
+    return None
+
+
+def check_shared_storage(ray: Any, storage_dir: Path, printer: Printer,
+                         timeout: float = 120.0) -> None:
+    """Raise EnvironmentProblem if a node of the cluster cannot see `storage_dir` (the run folder).
+
+    Writes a marker file there and runs a tiny task pinned to each alive node that reads it back. On
+    one machine with several Ray nodes the folder is shared, so the check passes."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    here = ray.get_runtime_context().get_node_id()
+    res = (nodes[0].get("Resources") or {}) if nodes else {}
+    trials_elsewhere = (len(nodes) == 1 and nodes[0]["NodeID"] == here
+                        and not res.get("CPU") and not res.get("GPU"))
+    if len(nodes) < 2 and not trials_elsewhere:
+        return
+    token = uuid.uuid4().hex
+    marker = storage_dir / f".tfkd-storage-check-{token[:8]}"
+    marker.write_text(token)
+    try:
+        probe = ray.remote(num_cpus=0, max_retries=0)(_probe_marker)
+        refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(str(marker), token): n for n in nodes}
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        seen: dict[str, bool | None] = {}
+        for ref, n in refs.items():
+            label = f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})"
+            try:
+                seen[label] = bool(ray.get(ref)) if ref in ready else None
+            except ray.exceptions.RayError:  # a node that died meanwhile: no verdict from it
+                seen[label] = None
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    finally:
+        marker.unlink(missing_ok=True)
+    silent = [k for k, v in seen.items() if v is None]
+    if silent:
+        printer(f"note: could not check --storage on the Ray nodes {', '.join(silent)}")
+    why = storage_verdict(str(storage_dir.parent), seen, trials_elsewhere=trials_elsewhere,
+                          fs_type=_fs_type(storage_dir) if trials_elsewhere else None)
+    if why:
+        raise EnvironmentProblem(why)
+    if len(seen) > 1 and all(seen.values()):
+        printer(f"--storage {storage_dir.parent}: visible from all {len(seen)} Ray nodes")
+
+
+def preflight(address: str | None, gpus: float, mlflow_uri: str | None = None) -> None:
+    """Checks that need neither Ray nor a run folder, so a bad flag fails in a second and leaves
+    nothing behind: the GPU count of this machine, the Ray address, the MLflow server."""
+    if address:
+        check_address(address)
+    else:
+        check_local_gpus(gpus)
+    if mlflow_uri:
+        check_reachable(mlflow_uri)
+
+
+def check_local_gpus(gpus: float) -> None:
+    """--gpus N on this machine: it must have N CUDA GPUs (checked before anything starts)."""
+    if gpus:
+        import torch
+
+        have = torch.cuda.device_count()
+        if gpus > have:
+            fix = (f"pass --gpus {have} or fewer" if have else "pass --gpus 0 to run on the CPU")
+            raise EnvironmentProblem(f"--gpus {gpus:g}: this machine has {have} CUDA GPUs; {fix}, or "
+                                     f"--address to use a Ray cluster that has GPUs")
+
+
+def check_address(address: str, timeout: float = 3.0) -> None:
+    """TCP pre-check of a Ray cluster address: Ray itself retries an unreachable GCS for minutes."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected HOST:PORT of the Ray head (e.g. "
+                          f"10.0.0.5:6379), ray://HOST:10001 or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise EnvironmentProblem(f"--address {address}: no Ray cluster answers at {host}:{port} "
+                                 f"({exc.strerror or exc}); start one there with 'ray start --head "
+                                 f"--port {port}', check the address and firewall, or drop --address "
+                                 f"to run a local embedded Ray") from None
+
+
+def _log_level(opts: RayOptions) -> int:
+    """Ray's own INFO lines (and its token-auth notice) only with --debug: our progress lines say it."""
+    return logging.INFO if opts.debug else logging.ERROR
+
+
+def init_ray(opts: RayOptions, gpus: float, printer: Printer, storage_dir: Path | None = None) -> Any:
+    """Start an embedded local Ray (never attaching to a stale one) or join `address`.
+
+    On a cluster, `storage_dir` (the local run folder, if --storage is a path) must be visible from
+    every node: trials write their checkpoints there from the node they run on."""
+    ray = _import_ray()
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "1")  # gpu:0 trials see no GPU
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")  # Tune's "may be a performance bottleneck"
+    if ray.is_initialized():
+        return ray
+    address = opts.address
+    if address:
+        check_address(address)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=_log_level(opts))
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as exc:
+            raise EnvironmentProblem(
+                f"--address {address}: cannot connect to a Ray cluster there "
+                f"({str(exc).splitlines()[0][:200]}); check that 'ray start --head' runs, the address, "
+                f"and that RAY_AUTH_MODE (token or disabled) and the token (~/.ray/auth_token, "
+                f"RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) match the cluster's; or drop --address for a "
+                f"local embedded Ray") from None
+        have = ray.cluster_resources().get("GPU", 0)
+        wait = opts.gpu_wait
+        if gpus > have and wait > 0:  # an autoscaling cluster: ask for the GPU nodes, then wait
+            from ray.autoscaler.sdk import request_resources
+
+            printer(f"waiting up to {wait:g} s for {gpus:g} GPUs (the cluster has {have:g} now)")
+            request_resources(bundles=[{"GPU": 1}] * math.ceil(gpus))
+            end = time.time() + wait
+            while have < gpus and time.time() < end:
+                time.sleep(min(5.0, max(0.1, end - time.time())))
+                have = ray.cluster_resources().get("GPU", 0)
+            request_resources(bundles=[])  # from here on, queued trials keep the nodes
+        if gpus > have:
+            ray.shutdown()
+            raise EnvironmentProblem(
+                f"--gpus {gpus:g}: the Ray cluster at {address} has {have:g} GPUs; pass --gpus "
+                f"{have:g} or fewer (0 = CPU only)"
+                + ("" if wait else ", or pass --gpu-wait SECONDS to wait for an autoscaler to add GPU "
+                   "nodes"))
+        if storage_dir is not None:
+            try:
+                check_shared_storage(ray, storage_dir, printer)
+            except EnvironmentProblem:
+                ray.shutdown()
+                raise
+        return ray
+    check_local_gpus(gpus)
+    # An embedded instance serves this machine only: with this switch Ray takes 127.0.0.1 as the
+    # node address and binds its servers to loopback instead of every interface. Ray reads it when
+    # it is first imported (run_search sets it before that); if Ray was imported earlier, set the
+    # constant it was read into.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] in ("0", "false", "False"):
+        try:
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        except (ImportError, AttributeError):  # pragma: no cover - a Ray without the switch
+            pass
+    tmp = opts.temp_dir
+    kwargs: dict[str, Any] = dict(address="local", num_cpus=os.cpu_count(), num_gpus=int(gpus),
+                                  include_dashboard=False, log_to_driver=False,
+                                  _node_ip_address="127.0.0.1")
+    if tmp:
+        kwargs["_temp_dir"] = tmp
+    ray.init(**kwargs, logging_level=_log_level(opts))
+    printer(f"started a local Ray instance ({os.cpu_count()} CPUs, {int(gpus)} GPUs)")
+    return ray
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

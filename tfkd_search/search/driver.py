@@ -1,0 +1,298 @@
+"""The search driver: Ray Tune trials of `train()`, successive halving, Optuna, MLflow, export.
+
+`run_search` checks its inputs, starts or joins Ray, runs the trials, writes the run folder through
+`tfkd_search.runfolder`, exports the best configs and writes the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import flatten
+from ..errors import TfkdError
+from ..runfolder import Ranking, RunFolder, TrialRecord
+from ..scheduling import Halving, rung_epochs
+from ..spaces import Space, concurrency
+from ..tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
+from .cluster import RayOptions, init_ray, preflight
+from .progress import make_callback
+from .scheduler import RUNGS_FILE, make_scheduler
+from .storage import is_object_store, join_uri, prepare_run_dir, resolve_paths, space_digest, \
+    upload_results
+from .trial import SCORE, run_trial, to_tune
+
+Printer = Callable[[str], None]
+SHOWN = 5  # trials in the end-of-search table
+
+
+@dataclass
+class SearchOutcome:
+    run_dir: Path
+    trials: Any  # pandas DataFrame, one row per trial (runfolder schema)
+    exported: list[Path]
+    mlflow_uri: str
+    parent_run_id: str | None
+    already_finished: bool = False
+
+
+def ranking_of(space: Space) -> Ranking:
+    return Ranking.of_space(space.spec.search.scheduler)
+
+
+def halving_of(space: Space) -> Halving | None:
+    """The space's scheduler as the decision object the search and the replays share."""
+    sch = space.spec.search.scheduler
+    if sch.kind != "asha":
+        return None
+    rungs = rung_epochs(space.budget, sch.grace_period, sch.reduction_factor, sch.rungs)
+    return Halving(rungs, sch.reduction_factor, sch.mode, synchronous=sch.synchronous,
+                   total_trials=space.num_trials())
+
+
+def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOptions(),
+               storage: str = "./tfkd_runs", name: str | None = None, resume: bool = False,
+               mlflow_uri: str | None = None, results_dir: str | None = None,
+               printer: Printer = print) -> SearchOutcome:
+    """Run (or resume) a search and export its best configs."""
+    address = ray_options.address
+    preflight(address, gpus, mlflow_uri)
+    if not address:  # embedded Ray on loopback only: must be set before Ray is imported
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    name = name or space.spec.name
+    s = space.spec.search
+    ranking = ranking_of(space)
+    storage_root, folder, state = prepare_run_dir(space, storage, name, resume, results_dir)
+    run_dir = folder.path
+    if resume and state.get("finished"):
+        return _already_finished(folder, state, space, ranking, printer)
+    if gpus == 0 and s.resources.gpu > 0:
+        printer(f"note: --gpus 0, so trials run on the CPU (the space asks {s.resources.gpu:g} GPU "
+                f"each)")
+    gpu_share = s.resources.gpu if gpus > 0 else 0.0
+    object_store = is_object_store(storage)
+    try:
+        # all MLflow logging happens here on the driver, so a local SQLite store works on clusters too
+        uri = mlflow_uri or state.get("mlflow_uri") or default_tracking_uri(run_dir.parent)
+        check_reachable(uri)
+        ray = init_ray(ray_options, gpus, printer,  # first: no MLflow run if it fails
+                       storage_dir=None if object_store else run_dir)
+        tracker = Tracker(uri, name, debug=ray_options.debug)
+        parent_id = tracker.start_parent(state["key"], f"search-{name}",
+                                         tags={"tfkd.space": space.spec.name})
+    except BaseException:
+        if not resume and run_dir.is_dir() and not any(p.name != "mlflow.db" for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    conc = concurrency(space, gpus, cpus)
+    base = resolve_paths(space.base_dict())
+    if gpu_share == 0:
+        base["device"] = "cpu"
+    state.update({"space_file": space.source, "space_digest": space_digest(space),
+                  "space_raw": space.raw, "name": name, "mlflow_uri": uri,
+                  "parent_run_id": parent_id, "created": state.get("created", time.time()),
+                  "base": base, "finished": False})
+    folder.write_state(state)
+    folder.write_space(space.raw)
+    tracker.log_params(parent_id, {"space": space.spec.name, "searcher": s.searcher.kind,
+                                   "scheduler": s.scheduler.kind, "num_trials": space.num_trials(),
+                                   "budget_epochs": space.budget, "gpus": gpus,
+                                   "ranking": ranking.describe(),
+                                   **{f"base.{k}": v for k, v in flatten(base).items()}})
+    tracker.set_tags(parent_id, {"tfkd.git": git_revision() or "none",
+                                 "tfkd.versions": json.dumps(package_versions()),
+                                 "tfkd.cluster": json.dumps(ray.cluster_resources())})
+    tracker.log_artifact(parent_id, folder.space_path)
+    orphans = tracker.close_orphans() if resume else 0
+    if orphans:
+        printer(f"closed {orphans} MLflow runs left RUNNING by the interrupted driver")
+
+    halving = halving_of(space)
+    rungs = halving.rungs if halving is not None else []
+    tuner = _tuner(space, ranking, halving, base=base, gpu_share=gpu_share, conc=conc,
+                   storage_root=storage_root, name=name, run_dir=run_dir, resume=resume,
+                   exp_path=join_uri(storage_root, name) if object_store else run_dir.as_posix(),
+                   callback=make_callback(
+                       {"uri": uri, "experiment": name, "parent_id": parent_id,
+                        "debug": ray_options.debug},
+                       list(space.params), space.budget, ranking, space.num_trials(), printer),
+                   rungs=rungs)
+    exp_path = join_uri(storage_root, name) if object_store else run_dir.as_posix()
+    printer(f"search {name!r}: {space.num_trials()} trials of up to {space.budget} epochs, "
+            f"{conc or 'unlimited'} at a time; results in {exp_path}")
+    if halving is not None:
+        printer(f"early stopping: rungs at epochs {list(rungs)}, keep the best 1/"
+                f"{s.scheduler.reduction_factor:g} at each "
+                f"({'decided when the rung is complete' if s.scheduler.synchronous else 'asynchronous'})")
+    printer(f"ranking: {ranking.describe()}")
+    _print_mlflow(printer, tracker, parent_id)
+    t0 = time.time()
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        printer(f"interrupted: finished trials are saved; continue with --resume --name {name}")
+        tracker.finish(parent_id, "KILLED")
+        raise
+    wall = time.time() - t0
+    records = [_record(r, space, ranking) for r in results]
+    trials = folder.write_tables(records, list(space.params))
+    tracker.close_orphans()
+    exported = _export(folder, space, printer)
+    for p in exported:
+        tracker.log_artifact(parent_id, p, "best")
+    tracker.log_artifact(parent_id, folder.trials_path)
+    _report(folder, tracker, parent_id, printer)
+    best = ranking.best(trials)
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    summary = {"wall_seconds": wall, "trials": len(trials),
+               **{f"trials_{k}": v for k, v in counts.items()}}
+    if best is not None:
+        summary["best_score"] = float(best["score"])
+        summary["best_val_acc"] = float(best["best_val_acc"])
+        tracker.log_params(parent_id, {f"best.{k}": best[k] for k in space.params})
+        tracker.set_tags(parent_id, {"tfkd.best_trial": best["trial_id"],
+                                     "tfkd.export": str(folder.best_dir)})
+    tracker.log_metrics(parent_id, summary)
+    tracker.finish(parent_id, "FINISHED")
+    folder.update_state(finished=True, finished_at=time.time(), wall_seconds=wall)
+    if object_store:
+        try:
+            upload_results(run_dir, exp_path)
+            printer(f"results copied to {exp_path} (local copy: {run_dir})")
+        except Exception as err:  # noqa: BLE001 - the local copy is complete; say how to retry
+            printer(f"warning: could not copy the results to {exp_path} ({type(err).__name__}: "
+                    f"{err}); they are complete in {run_dir}")
+    printer(f"search finished in {wall:.0f} s")
+    printer(summary_text(trials, space, ranking, exported))
+    _print_mlflow(printer, tracker, parent_id)
+    return SearchOutcome(run_dir=run_dir, trials=trials, exported=exported,
+                         mlflow_uri=uri, parent_run_id=parent_id)
+
+
+def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dict[str, Any],
+           gpu_share: float, conc: int | None, storage_root: str, name: str, run_dir: Path,
+           resume: bool, exp_path: str, callback: Any, rungs: list[int]) -> Any:
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = space.spec.search
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base, metric=ranking.metric, mode=ranking.mode,
+                             window=ranking.window, rungs=list(rungs), cpus=s.resources.cpu,
+                             source=space.source),
+        {"cpu": s.resources.cpu, "gpu": gpu_share})
+    if resume:
+        return Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,
+                             restart_errored=False)
+    # Trials paused at a synchronous rung still count as live for a searcher's concurrency limit:
+    # then the scheduler caps the running trials instead (see scheduler.make_scheduler).
+    paused = halving is not None and halving.synchronous
+    searcher_conc = None if paused else conc
+    if s.searcher.kind == "optuna":
+        searcher: Any = OptunaSearch(seed=s.searcher.seed, metric=SCORE, mode=ranking.mode)
+        if searcher_conc:
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=searcher_conc)
+    else:
+        searcher = BasicVariantGenerator(random_state=s.searcher.seed,
+                                         max_concurrent=searcher_conc or 0)
+    scheduler = (make_scheduler(halving, run_dir / RUNGS_FILE, max_running=conc if paused else None)
+                 if halving is not None else None)
+    return Tuner(
+        trainable,
+        param_space={k: to_tune(d) for k, d in space.params.items()},
+        tune_config=TuneConfig(metric=SCORE, mode=ranking.mode, search_alg=searcher,
+                               scheduler=scheduler, num_samples=s.num_samples,
+                               trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+                               reuse_actors=True),  # torch imports once per actor, not per trial
+        run_config=RunConfig(
+            name=name, storage_path=storage_root, verbose=0, callbacks=[callback],
+            failure_config=FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2)))
+
+
+def _record(result: Any, space: Space, ranking: Ranking) -> TrialRecord:
+    """A Tune `Result` as the run folder's trial record."""
+    m = dict(result.metrics or {})
+    trial_id = str(m.get("trial_id") or (result.path or "").rstrip("/").rsplit("trial_", 1)[-1])
+    df = result.metrics_dataframe
+    reports = df.to_dict("records") if df is not None and len(df) else ([m] if m else [])
+    error = None
+    if result.error is not None:
+        error = (str(result.error).strip().splitlines() or [""])[-1][:500]
+    return TrialRecord.from_reports(trial_id, reports, {k: result.config.get(k) for k in space.params},
+                                    budget=space.budget, ranking=ranking, error=error)
+
+
+def _export(folder: RunFolder, space: Space, printer: Printer) -> list[Path]:
+    from ..export import export_best
+
+    try:
+        return export_best(folder.path, top=space.spec.export.top_k)
+    except TfkdError as err:  # the trials are saved; a bad export block must not lose them
+        printer(f"warning: export failed: {err}; fix the space's export block and run "
+                f"'tfkd-search export {folder.path}'")
+        return []
+
+
+def _report(folder: RunFolder, tracker: Tracker, parent_id: str, printer: Printer) -> None:
+    step = "written"
+    try:  # the report is a bonus: it must never make a finished search fail
+        from ..report import report_files, write_report
+
+        index = write_report(folder.path, log_mlflow=False, warn=lambda m: printer(f"warning: {m}"))
+        step = "logged to MLflow"
+        for p in report_files(index):
+            tracker.log_artifact(parent_id, p, "report")
+        printer(f"report: {index}")
+    except Exception as err:  # noqa: BLE001
+        printer(f"warning: the report could not be {step} ({type(err).__name__}: {err}); the "
+                f"search is saved, retry with 'tfkd-search report {folder.path}'")
+
+
+def _print_mlflow(printer: Printer, tracker: Tracker, parent_id: str) -> None:
+    printer(f"MLflow: {tracker.uri} (experiment {tracker.experiment!r}); the trials are child runs "
+            f"folded under the parent run 'search-{tracker.experiment}' in the experiment's Runs tab")
+    for line in tracker.ui_hints(parent_id):
+        printer(f"  {line}")
+
+
+def _already_finished(folder: RunFolder, state: dict[str, Any], space: Space, ranking: Ranking,
+                      printer: Printer) -> SearchOutcome:
+    trials = folder.read_trials()
+    exported = sorted(folder.best_dir.glob("rank*.yaml"))
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.get("finished_at") or 0))
+    printer(f"search {state.get('name')!r} already finished ({when}); nothing to resume. Its results "
+            f"({folder.path}):")
+    printer(summary_text(trials, space, ranking, exported))
+    return SearchOutcome(run_dir=folder.path, trials=trials, exported=exported,
+                         mlflow_uri=str(state.get("mlflow_uri") or ""),
+                         parent_run_id=state.get("parent_run_id"), already_finished=True)
+
+
+def summary_text(trials: Any, space: Space, ranking: Ranking, exported: list[Path]) -> str:
+    """The end-of-search summary: outcome counts, the top trials by the ranking rule, next steps."""
+    counts = trials["status"].value_counts() if len(trials) else {}
+    lines = [f"{len(trials)} trials: " + ", ".join(f"{n} {k.replace('_', ' ')}"
+                                                  for k, n in counts.items())]
+    ranked = ranking.rank(trials)
+    if len(ranked):
+        cols = ["trial_id", "status", "epochs", "score", "best_val_acc", *space.params]
+        shown = min(SHOWN, len(ranked))
+        lines.append(f"top {shown} of {len(trials)} trials, ranked by {ranking.describe()} "
+                     f"(all trials: trials.parquet):")
+        lines.append(ranked.head(SHOWN)[cols].to_string(index=False,
+                                                        float_format=lambda v: f"{v:.4g}"))
+    if exported:
+        lines.append("exported configs for full runs:")
+        lines += [f"  {p}" for p in exported]
+        lines.append(f"next: tfkd-search train --config {exported[0]} --seeds 3")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""One trial in a Ray worker process: `train()` with the searched values, reporting every epoch to Tune."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import with_overrides
+from ..runfolder import windowed
+from ..spaces import Choice, Grid, IntRange, LogUniform, Uniform
+
+# Tune ranks and schedules on this key: the space's metric averaged over the last `window` epochs.
+SCORE = "score"
+# Score reported for a diverged trial so that schedulers and searchers move away from it.
+WORST = {"max": 0.0, "min": 1e9}
+STATE_FILE = "state.pt"
+
+
+def to_tune(dist: Any) -> Any:
+    """One of our distributions as a Ray Tune domain. Our `int` is inclusive on both ends."""
+    from ray import tune
+
+    match dist:
+        case Grid(values=v):
+            return tune.grid_search(list(v))
+        case Choice(values=v):
+            return tune.choice(list(v))
+        case Uniform(low=lo, high=hi):
+            return tune.uniform(lo, hi)
+        case LogUniform(low=lo, high=hi):
+            return tune.loguniform(lo, hi)
+        case IntRange(low=lo, high=hi):
+            return tune.randint(lo, hi + 1)  # Tune's randint excludes its upper bound
+    raise TypeError(f"unknown distribution {dist!r}")
+
+
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode: str, window: int,
+              rungs: Sequence[int], cpus: float, source: str) -> None:
+    """Ray Tune function trainable: one trial = one `train()` with the searched values applied.
+
+    Checkpoints go to Tune only where resume and the scheduler need them: at the rung epochs (a
+    trial paused there restarts from it), every `checkpoint_every` epochs and at the end. A trial
+    restored from a checkpoint first repeats its last report, so the scheduler decides about it
+    again from the same numbers (it may have been paused at a rung when the driver stopped)."""
+    import torch
+    from ray import tune
+
+    from ..config import build_run_config
+    from ..trainer import EpochReport, train
+
+    cfg = build_run_config(with_overrides(base, params), source=source, prefix="base")
+    cfg = cfg.model_copy(update={"threads": cfg.threads or max(1, int(cpus))})
+    state = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    values: list[float] = []
+    if state is not None and state.get("history"):
+        values = [float(h.get(metric, float("nan"))) for h in state["history"]]
+        last = dict(state["history"][-1])
+        tune.report(_result(last, int(state["epoch"]), metric, window, values, diverged=False))
+    keep = set(rungs)
+
+    def report(ep: EpochReport) -> None:
+        m = dict(ep.metrics)
+        values.append(float(m.get(metric, float("nan"))))
+        diverged = ep.status == "diverged"
+        result = _result(m, ep.epoch, metric, window, values, diverged=diverged)
+        if diverged:
+            # A diverged trial is a bad region, not a crash: report the worst score so the scheduler
+            # stops it and the searcher learns to avoid the region; the search goes on.
+            result[SCORE] = WORST[mode]
+            tune.report(result)
+            return
+        if ep.epoch in keep or ep.epoch % cfg.checkpoint_every == 0 or ep.epoch == ep.epochs:
+            with tempfile.TemporaryDirectory(prefix="tfkd-ckpt-") as tmp:
+                torch.save(ep.make_checkpoint(), Path(tmp) / STATE_FILE)
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+        else:
+            tune.report(result)
+
+    train(cfg, report=report, resume=state)
+
+
+def _result(metrics: dict[str, Any], epoch: int, metric: str, window: int, values: list[float], *,
+            diverged: bool) -> dict[str, float]:
+    out = {k: float(v) for k, v in metrics.items()}
+    out["epoch"] = epoch
+    out["diverged"] = 1.0 if diverged else 0.0
+    out[SCORE] = windowed(values, window)
+    return out
