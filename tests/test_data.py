@@ -529,11 +529,32 @@ def test_rotation_changes_images():
     assert torch.equal(ya, yr)  # the permutation is drawn first
     torch.testing.assert_close(a, x[ya].float(), atol=1e-3, rtol=0)
     changed = (r - a).abs().amax((1, 2, 3)) > 10
-    assert changed.float().mean() > 0.8
+    assert changed.float().mean() > 0.3  # nearest sampling: small angles move few pixels
     # centre pixel stays, corners stay dark, the square's mass is roughly preserved
     assert (r[:, 0, 7:9, 7:9] > 190).all()
     assert (r[:, 0, 0, 0].abs() < 1e-3).all()
-    torch.testing.assert_close(r.sum((1, 2, 3)), a.sum((1, 2, 3)), rtol=0.05, atol=0)
+    torch.testing.assert_close(r.sum((1, 2, 3)), a.sum((1, 2, 3)), rtol=0.1, atol=0)
+
+
+def test_rotation_matches_torchvision_nearest():
+    """The official pipeline's transforms.RandomRotation(15) on PIL images: NEAREST, zero fill, about
+    the centre (torchvision's default interpolation)."""
+    import math
+
+    import numpy as np
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+
+    from tfkd_search.data import _rotate
+
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    pil = Image.fromarray(x[0].permute(1, 2, 0).numpy())
+    for deg in (3.0, 7.5, 15.0, -10.0):
+        ref = torch.from_numpy(np.array(TF.rotate(pil, deg, interpolation=InterpolationMode.NEAREST)))
+        ours = _rotate(x.float(), torch.tensor([deg * math.pi / 180]))[0].permute(1, 2, 0)
+        assert (ours == ref.float()).all(-1).float().mean() >= 0.99, deg
 
 
 def test_channels_last_and_shapes():

@@ -663,9 +663,12 @@ class Batches:
 
 
 def _rotate(xb: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate each float image of the batch by its angle (radians) about the centre; zero fill."""
+    """Rotate each float image of the batch by its angle (radians) about the centre; zero fill.
+
+    Nearest-neighbour sampling, as the official Tf-KD pipeline's ``transforms.RandomRotation(15)`` on PIL
+    images (torchvision's default interpolation is NEAREST): pixels keep their uint8 values, no blur."""
     cos, sin = torch.cos(angles), torch.sin(angles)
     zero = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(xb.dtype), list(xb.shape), align_corners=False)
-    return F.grid_sample(xb, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(xb, grid, mode="nearest", padding_mode="zeros", align_corners=False)

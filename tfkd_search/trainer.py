@@ -24,6 +24,7 @@ from .data import Batches, DataSplits, load_splits
 from .errors import CheckpointError, ConfigError
 from .io import CHECKPOINT_FORMAT, load_checkpoint
 from .models import build_model
+from .registry import METHOD_REGISTRY
 
 METRICS = ("train_loss", "train_ce", "train_kl", "val_acc", "val_loss", "lr", "epoch_seconds",
            "images_per_s")
@@ -91,19 +92,6 @@ def lr_at(cfg: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     if s.mode == "scale":
         milestones = tuple(max(1, round(m * s.trained_epochs / s.epochs)) for m in milestones)
     return base * s.gamma ** sum(epoch >= m for m in milestones)
-
-
-def make_loss_fn(cfg: RunConfig) -> Callable[..., losses.LossParts]:
-    lc, m = cfg.loss, cfg.method
-    if m == "ce":
-        return lambda z, y, t=None: losses.ce_loss(z, y)
-    if m == "lsr":
-        return lambda z, y, t=None: losses.lsr_loss(z, y, eps=lc.eps, semantics=lc.semantics)
-    if m == "tfkd_reg":
-        return lambda z, y, t=None: losses.tfkd_reg_loss(
-            z, y, tau=lc.tau, alpha=lc.alpha, a=lc.a, multiplier=lc.multiplier, semantics=lc.semantics)
-    return lambda z, y, t: losses.kd_loss(z, y, t, tau=lc.tau, alpha=lc.alpha,
-                                          multiplier=lc.multiplier, semantics=lc.semantics)
 
 
 def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.Module:
@@ -273,7 +261,8 @@ def train(cfg: RunConfig, *, data: DataSplits | None = None, report: Reporter | 
     model = build_model(cfg.model, info.num_classes, info.in_channels).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    teacher = load_teacher(cfg, info.in_channels, device) if cfg.method in ("kd", "tfkd_self") else None
+    teacher = (load_teacher(cfg, info.in_channels, device)
+               if METHOD_REGISTRY.get(cfg.method).needs_teacher else None)
     if teacher is not None and channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
@@ -281,7 +270,7 @@ def train(cfg: RunConfig, *, data: DataSplits | None = None, report: Reporter | 
                           **({"fused": True} if use_cuda else {"foreach": True}))
     if use_cuda:
         torch.backends.cudnn.benchmark = True
-    loss_fn = make_loss_fn(cfg)
+    loss_fn = losses.loss_fn_for(cfg)
 
     common = dict(device=device, info=info, channels_last=channels_last)
     train_b = Batches(data.train_x, data.train_y, batch_size=cfg.optim.batch_size, train=True,

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..config import flatten
+from ..config import describe_changes
 from ..errors import ConfigError, EnvironmentProblem
 from ..io import ensure_writable_dir
 from ..runfolder import RunFolder
@@ -47,14 +47,6 @@ def upload_results(run_dir: Path, uri: str) -> None:
                     destination_filesystem=fs)
 
 
-def space_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> list[str]:
-    """`key: old -> new` for every dotted key that differs between two raw spaces."""
-    a, b = flatten(old), flatten(new)
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    lines = [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in keys[:limit]]
-    return lines + ([f"... and {len(keys) - limit} more"] if len(keys) > limit else [])
-
-
 def prepare_run_dir(space: Space, storage: str, name: str, resume: bool,
                     results_dir: str | None = None) -> tuple[str, RunFolder, dict[str, Any]]:
     """Check the run folder for a new or resumed search; returns (Ray's storage, run folder, state).
@@ -77,8 +69,10 @@ def prepare_run_dir(space: Space, storage: str, name: str, resume: bool,
                               f"check --storage and --name, or drop --resume to start a new search")
         state = folder.read_state()
         if state.get("space_digest") != space_digest(space):
-            changed = space_changes(state.get("space_raw") or {}, space.raw) \
+            changed = describe_changes(state.get("space_raw") or {}, space.raw) \
                 if state.get("space_raw") else []
+            if len(changed) > 8:
+                changed = [*changed[:8], f"... and {len(changed) - 8} more"]
             what = ("; what differs (searched -> now): " + "; ".join(changed)) if changed else \
                 f" (digest {state.get('space_digest')} there, {space_digest(space)} now)"
             raise ConfigError(
