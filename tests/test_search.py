@@ -67,6 +67,9 @@ def test_search_runs_every_grid_point_and_asha_stops_some(finished):
     stopped = trials[trials["status"] == "stopped_early"]
     assert (stopped["epochs"] < 4).all()
     assert trials["best_val_acc"].between(0, 1).all()
+    # synchronous halving (rungs at 1 and 2 of 4 epochs, keep 1/2): 6 -> 3 -> 1, whatever the order
+    assert sorted(trials["epochs"]) == [1, 1, 1, 2, 2, 4]
+    assert trials["score"].equals(trials["last_val_acc"])  # window 1: the last epoch's accuracy
     hist = pd.read_parquet(tmp / "runs" / "gridtest" / "history.parquet")
     per_trial = hist.groupby("trial_id")["epoch"].apply(list)
     for tid, epochs in per_trial.items():
@@ -109,7 +112,9 @@ def test_export_round_trips_into_train(finished):
     assert [f.name for f in files] == ["rank1.yaml", "rank2.yaml"]
     cfg = yaml.safe_load(files[0].read_text())
     trials = pd.read_parquet(tmp / "runs" / "gridtest" / "trials.parquet")
-    top = trials[trials.status == "completed"].sort_values("best_val_acc").iloc[-1]
+    # the ranking rule: finished trials by epochs, then score (last-epoch val_acc here), then index
+    top = trials.sort_values(["epochs", "score", "trial_index"], ascending=[False, False, True]).iloc[0]
+    assert top["status"] == "completed"
     assert cfg["evaluate_test"] is True and cfg["seeds"] == [0, 1]
     assert cfg["schedule"]["epochs"] == 4 and cfg["schedule"]["budget"] is None
     assert cfg["loss"]["tau"] == top["loss.tau"] and cfg["loss"]["alpha"] == top["loss.alpha"]
@@ -129,6 +134,43 @@ def test_export_round_trips_into_train(finished):
     exp = c.get_experiment_by_name("gridtest")
     finals = c.search_runs([exp.experiment_id], filter_string="tags.`tfkd.role` = 'final'")
     assert len(finals) == 1 and "test_acc_mean" in finals[0].data.metrics
+
+
+def test_resuming_a_finished_search_shows_its_results(finished):
+    tmp, _ = finished
+    space = tmp / "grid.yaml"
+    res = run_cli(["--space", str(space), "--storage", str(tmp / "runs"), "--resume"], cli_env(),
+                  timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "already finished" in res.stdout and "nothing to resume" in res.stdout
+    assert "top 5 of 6 trials" in res.stdout and "search finished in" not in res.stdout
+    assert "started a local Ray" not in res.stdout  # nothing was started
+
+
+def _winner(run_dir: Path) -> tuple[str, dict]:
+    """The exported rank-1 config (without the header, which names the run's own trial ids) and the
+    trial order of the table."""
+    text = (run_dir / "best" / "rank1.yaml").read_text()
+    body = yaml.safe_load(text)
+    body.pop("name")
+    t = pd.read_parquet(run_dir / "trials.parquet").sort_values("trial_index")
+    return json.dumps(body, sort_keys=True), t[["trial_index", "status", "epochs", "score"]].to_dict("list")
+
+
+def test_same_command_same_winner_whatever_the_arrival_order(tmp_path):
+    """The quickstart twice: once two trials at a time, once one at a time (so results arrive in
+    another order); the trials train deterministically on one CPU thread each. Synchronous rungs and
+    the ranking's tie-break make the export identical."""
+    quickstart = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
+    winners = []
+    for folder, extra, at_a_time in (("two", [], "2 at a time"),
+                                     ("one", ["--set", "search.resources.cpu=2"], "1 at a time")):
+        res = run_cli(["--space", str(quickstart), "--storage", str(tmp_path / folder),
+                       "--set", "threads=1", *extra], cli_env(), timeout=900)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert at_a_time in res.stdout
+        winners.append(_winner(tmp_path / folder / "quickstart"))
+    assert winners[0] == winners[1]
 
 
 def _optuna_space(tmp: Path, name: str, seed: int) -> Path:

@@ -100,7 +100,8 @@ def git_revision(cwd: str | os.PathLike[str] | None = None) -> str | None:
         return None
 
 
-def _client(uri: str, debug: bool = False) -> Any:
+def client(uri: str, debug: bool = False) -> Any:
+    """An MlflowClient for `uri`, with MLflow's INFO lines off unless `debug`."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import logging
 
@@ -117,7 +118,7 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, debug: bool = False) -> None:
         self.uri = uri
         self.experiment = experiment
-        self.client = _client(uri, debug)
+        self.client = client(uri, debug)
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
             experiment, artifact_location=artifact_location(uri, experiment))

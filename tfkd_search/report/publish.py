@@ -93,11 +93,11 @@ def log_report(data: RunData, files: list[Path], warn: Warn) -> bool:
             warn(f"MLflow database {db} does not exist (moved?); the report was not logged to MLflow")
             return False
     try:
-        from ..tracking import _client, check_reachable
+        from ..tracking import check_reachable, client as mlflow_client
 
         check_reachable(str(uri))
         with _quick_http():
-            client = _client(str(uri))
+            client = mlflow_client(str(uri))
             client.get_run(parent)
             for f in files:
                 client.log_artifact(parent, str(f), REPORT_DIR)
