@@ -484,6 +484,7 @@ def test_exit_code_rule():
     ("text", "not PyTorch's checkpoint format"),
     ("empty", "the file is empty"),
     ("object", "Python objects beyond tensors"),
+    ("cut-model", "the data ends early or is damaged"),  # torch raises OSError (EINVAL) here
 ])
 def test_corrupt_checkpoint_message_is_short_and_never_suggests_unsafe_loading(tmp_path, kind,
                                                                                 needle):
@@ -500,6 +501,16 @@ def test_corrupt_checkpoint_message_is_short_and_never_suggests_unsafe_loading(t
         p.write_text("this is not a checkpoint\n")
     elif kind == "empty":
         p.write_bytes(b"")
+    elif kind == "cut-model":
+        from tfkd_search.models import build_model
+
+        model = build_model("tiny_cnn", 10, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model(torch.randn(2, 1, 8, 8)).sum().backward()
+        opt.step()
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "rng": torch.get_rng_state()}, p)
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
     else:
         torch.save({"w": Path("x")}, p)  # an arbitrary Python object
     with pytest.raises(CheckpointError) as exc:

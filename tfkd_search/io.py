@@ -92,13 +92,16 @@ def load_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> d
                               f"'tfkd-search train' (run folder/checkpoint.pt)")
     size = p.stat().st_size
     try:
-        with warnings.catch_warnings():  # e.g. pickle-protocol notes about a file refused below
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(p, map_location="cpu", weights_only=True)
+        with open(p, "rb") as f:
+            f.read(1)
     except OSError as exc:
         raise CheckpointError(f"{what} {p}: cannot read the file ({exc.strerror or type(exc).__name__}"
                               f"); check its permissions and that the disk is reachable") from None
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+    try:
+        with warnings.catch_warnings():  # e.g. pickle-protocol notes about a file refused below
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
             AttributeError, KeyError, IndexError, TypeError) as exc:
         raise CheckpointError(
             f"{what} {p}: cannot be loaded ({size} bytes; {_unreadable_reason(exc, size)}): the "
@@ -124,8 +127,8 @@ def _unreadable_reason(exc: BaseException, size: int) -> str:
         return "the file is empty"
     if isinstance(exc, zipfile.BadZipFile) or "zip archive" in text or "central directory" in text:
         return "its zip archive is incomplete or damaged"
-    if isinstance(exc, EOFError):
-        return "the data ends early"
+    if isinstance(exc, (EOFError, OSError)):  # OSError: e.g. a seek past the end of a cut file
+        return "the data ends early or is damaged"
     if isinstance(exc, pickle.UnpicklingError) and "weights only" in text.lower():
         return ("it holds Python objects beyond tensors and plain data, which are never loaded "
                 "since that could run code from the file")
