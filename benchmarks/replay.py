@@ -88,6 +88,18 @@ class Curves:
                 tests.append(float(s["test_acc"].iloc[-1]))
             self.values[str(cid)], self.test[str(cid)], self.diverged[str(cid)] = vals, tests, divs
         self.seeds = min(len(v) for v in self.values.values())
+        self._cache: dict[tuple[str, int, int], list[float]] = {}
+
+    def windowed(self, cid: str, seed: int, window: int) -> list[float]:
+        """The rung metric after each epoch (`runfolder.windowed` of the first e epochs; NaN from the
+        epoch the seed diverged at), cached."""
+        key = (cid, seed, window)
+        if key not in self._cache:
+            div = self.diverged[cid][seed]
+            v = self.values[cid][seed]
+            self._cache[key] = [math.nan if div and e >= div else windowed(v[:e], window)
+                                for e in range(1, self.budget + 1)]
+        return self._cache[key]
 
     def final(self, cid: str) -> float:
         """The truth: mean over seeds of the last epoch's metric (a diverged seed counts 0)."""
@@ -307,7 +319,8 @@ def _sample(d: Any, rng: random.Random) -> Any:
 
 
 def replay_once(plan: Plan, curves: Curves, sch: dict[str, Any], noise: dict[str, int],
-                rng: random.Random, *, configs: list[str] | None = None) -> Outcome:
+                rng: random.Random, *, configs: list[str] | None = None,
+                check: bool = False) -> Outcome:
     """One search: `noise` maps config -> recorded seed; `rng` draws durations (and random points).
     `configs` overrides the searcher with a fixed list of trials (random @ budget)."""
     budget = curves.budget
@@ -334,11 +347,7 @@ def replay_once(plan: Plan, curves: Curves, sch: dict[str, Any], noise: dict[str
 
     def metric_at(i: int, epoch: int) -> float:
         cid = trial_cfg[i]
-        s = noise[cid]
-        div = curves.diverged[cid][s]
-        if div and epoch >= div:
-            return math.nan
-        return windowed(curves.values[cid][s][:epoch], window)
+        return curves.windowed(cid, noise[cid], window)[epoch - 1]
 
     def start(i: int) -> None:
         running[i] = (now + speed[i] * rng.uniform(0.7, 1.3), trained[i] + 1)
@@ -387,26 +396,43 @@ def replay_once(plan: Plan, curves: Curves, sch: dict[str, Any], noise: dict[str
                     resume.append(int(t))
                 else:
                     end(int(t), "stopped_early")
-    pick = _rank(trial_cfg, trained, status, metric_at, plan, window)
+    pick = _rank(trial_cfg, trained, status, metric_at, plan, window, check)
     return Outcome(pick, sum(trained.values()), len(trial_cfg),
                    {trial_cfg[i]: trained[i] for i in trial_cfg})
 
 
-def _rank(trial_cfg, trained, status, metric_at, plan: Plan, window: int) -> str | None:
-    import pandas as pd
-
-    rows = [{"trial_id": f"t_{i:05d}", "trial_index": i, "status": status.get(i, "errored"),
-             "epochs": trained[i], "score": metric_at(i, trained[i]) if trained[i] else math.nan}
+def _rank(trial_cfg, trained, status, metric_at, plan: Plan, window: int,
+          check: bool = False) -> str | None:
+    """Rank 1 by `runfolder.Ranking`'s rule: finished trials only, more epochs first, then the score
+    (mean of the last `window` epochs), then the lower trial index. A plain-Python copy of the rule
+    (Ranking builds a DataFrame: 10x slower); `check=True` also asks Ranking and asserts they agree."""
+    finished = ("completed", "stopped_early")
+    sign = 1.0 if plan.mode == "max" else -1.0
+    rows = [(i, trained[i], metric_at(i, trained[i]) if trained[i] else math.nan, status.get(i, "errored"))
             for i in trial_cfg]
-    best = Ranking(plan.metric, plan.mode, window).best(pd.DataFrame(rows))
-    return None if best is None else trial_cfg[int(best["trial_index"])]
+    ok = [r for r in rows if r[3] in finished and not math.isnan(r[2])]
+    best = min(ok, key=lambda r: (-r[1], -sign * r[2], r[0])) if ok else None
+    if check:
+        import pandas as pd
+
+        frame = pd.DataFrame([{"trial_id": f"t_{i:05d}", "trial_index": i, "status": st, "epochs": e,
+                               "score": sc} for i, e, sc, st in rows])
+        ref = Ranking(plan.metric, plan.mode, window).best(frame)
+        assert (ref is None and best is None) or int(ref["trial_index"]) == best[0], (ref, best)
+    return None if best is None else trial_cfg[best[0]]
 
 
 # -- many replays ------------------------------------------------------------------------------------
-def spearman(x: list[float], y: list[float]) -> float:
-    import pandas as pd
+def _ranks(x: list[float]) -> np.ndarray:
+    """Ranks with ties averaged (NaN ranks last, as the worst value)."""
+    a = np.nan_to_num(np.asarray(x, dtype=float), nan=-np.inf)
+    _, inv, counts = np.unique(a, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts
+    return (first + (counts - 1) / 2.0)[inv]
 
-    a, b = pd.Series(x).rank(), pd.Series(y).rank()
+
+def spearman(x: list[float], y: list[float]) -> float:
+    a, b = _ranks(x), _ranks(y)
     if a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
@@ -438,7 +464,7 @@ def evaluate(plan: Plan, curves: Curves, name: str, sch: dict[str, Any], replays
         if random_budget is not None:
             n = max(1, min(len(grid), int(random_budget // curves.budget)))
             configs = r.sample(sorted(set(grid)), n)
-        out = replay_once(plan, curves, sch, noise, r, configs=configs)
+        out = replay_once(plan, curves, sch, noise, r, configs=configs, check=k < 3)
         pick = out.pick
         picks[pick] += 1
         sign = 1.0 if plan.mode == "max" else -1.0
@@ -447,7 +473,7 @@ def evaluate(plan: Plan, curves: Curves, name: str, sch: dict[str, Any], replays
         epochs.append(out.trial_epochs)
         uniq = sorted(set(grid))
         for rung in rungs:
-            x = [windowed(curves.values[c][noise[c]][:rung], window) for c in uniq]
+            x = [curves.windowed(c, noise[c], window)[rung - 1] for c in uniq]
             rho[rung].append(spearman(x, [truth[c] for c in uniq]))
     modal, modal_n = picks.most_common(1)[0]
     reg = np.array(regrets)
@@ -484,13 +510,14 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 DEFAULT_VARIANTS = [  # geometric rungs (grace * rf**k) stay valid when --set shortens the budget
+    # the shipped default (first: random @ budget gets its trial-epochs)
+    "sync w2 g2 rf3:synchronous=true;window=2;grace_period=2;reduction_factor=3",
     "sync w1 g2 rf2:synchronous=true;window=1;grace_period=2;reduction_factor=2",
     "sync w2 g2 rf2:synchronous=true;window=2;grace_period=2;reduction_factor=2",
     "async w2 g3 rf3:synchronous=false;window=2;grace_period=3;reduction_factor=3",
     "sync w1 g3 rf3:synchronous=true;window=1;grace_period=3;reduction_factor=3",
     "sync w2 g3 rf3:synchronous=true;window=2;grace_period=3;reduction_factor=3",
     "sync w3 g3 rf3:synchronous=true;window=3;grace_period=3;reduction_factor=3",
-    "sync w2 g2 rf3:synchronous=true;window=2;grace_period=2;reduction_factor=3",
     "sync w2 g3 rf2:synchronous=true;window=2;grace_period=3;reduction_factor=2",
     "sync w3 g3 rf2:synchronous=true;window=3;grace_period=3;reduction_factor=2",
     "sync w2 g3 rf2.5:synchronous=true;window=2;grace_period=3;reduction_factor=2.5",
@@ -498,6 +525,7 @@ DEFAULT_VARIANTS = [  # geometric rungs (grace * rf**k) stay valid when --set sh
     "sync w3 g3 rf4:synchronous=true;window=3;grace_period=3;reduction_factor=4",
     "sync w2 rungs 5,8 rf3:synchronous=true;window=2;rungs=[5, 8];reduction_factor=3",
     "sync w2 rungs 5 rf3:synchronous=true;window=2;rungs=[5];reduction_factor=3",
+    "full grid w3:kind=none;window=3",
 ]
 
 
