@@ -94,3 +94,19 @@ def test_kd_teacher_runs_inside_the_graph(make_cfg, tmp_path) -> None:
                     "loss.tau": 4.0, "loss.alpha": 0.9}, method="kd", model="tiny_cnn")
     res = train(cfg)
     assert res.status == "completed" and res.history[-1]["train_kl"] > 0
+
+
+def test_out_of_memory_is_an_error_that_says_what_to_change(make_cfg) -> None:
+    """Forced on the GPU: a process allowed ~1% of the card, a ResNet18 at batch 4096."""
+    from tfkd_search.search.trial import TrialOutOfMemory, train_explaining_oom
+
+    cfg = make_cfg({"device": "cuda", "model": "resnet18", "optim.batch_size": 4096,
+                    "data": {"dataset": "synthetic", "synthetic_size": 8192}, "cuda_graphs": False})
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(0.01, DEV)
+    try:
+        with pytest.raises(TrialOutOfMemory, match="trial\\(s\\) per GPU: use fewer trials per GPU"):
+            train_explaining_oom(train, cfg, 0.25)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, DEV)
+        torch.cuda.empty_cache()

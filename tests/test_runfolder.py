@@ -150,3 +150,20 @@ def test_to_tune_for_every_distribution_kind():
     assert isinstance(ints, Integer) and (ints.lower, ints.upper) == (32, 65)  # ours includes 64
     with pytest.raises(TypeError):
         to_tune(object())
+
+
+def test_a_trial_out_of_gpu_memory_says_what_to_change(make_cfg):
+    import torch
+
+    from tfkd_search.search.trial import TrialOutOfMemory, train_explaining_oom
+
+    def oom(cfg, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(TrialOutOfMemory) as err:
+        train_explaining_oom(oom, make_cfg({"optim.batch_size": 512}), 0.25)
+    msg = str(err.value)
+    assert "at batch 512 with 4 trial(s) per GPU" in msg
+    assert "search.resources.gpu: 0.5 runs 2 per GPU instead of 4" in msg
+    assert "base.optim.batch_size" in msg and "Tried to allocate 2.00 GiB" in msg
+    assert train_explaining_oom(lambda cfg, **kw: "ok", make_cfg(), 1.0) == "ok"

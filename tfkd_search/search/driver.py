@@ -188,7 +188,7 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=base, metric=ranking.metric, mode=ranking.mode,
                              window=ranking.window, rungs=list(rungs), cpus=s.resources.cpu,
-                             source=space.source),
+                             gpu_share=gpu_share, source=space.source),
         {"cpu": s.resources.cpu, "gpu": gpu_share})
     if resume:
         return Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,

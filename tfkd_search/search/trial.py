@@ -36,8 +36,32 @@ def to_tune(dist: Any) -> Any:
     raise TypeError(f"unknown distribution {dist!r}")
 
 
+class TrialOutOfMemory(RuntimeError):
+    """A trial ran out of GPU memory; the message says what to change (the other trials go on)."""
+
+
+def oom_advice(cfg: Any, gpu_share: float, detail: str) -> str:
+    per_gpu = round(1 / gpu_share) if gpu_share else 1
+    fewer = (f"fewer trials per GPU (search.resources.gpu: {min(1.0, gpu_share * 2):g} runs "
+             f"{max(1, per_gpu // 2)} per GPU instead of {per_gpu})" if per_gpu > 1 else
+             "a GPU with more memory")
+    return (f"CUDA out of memory in a trial of {cfg.model} at batch {cfg.optim.batch_size} with "
+            f"{per_gpu} trial(s) per GPU: use {fewer}, or a smaller batch (base.optim.batch_size; "
+            f"the lr follows it through optim.lr_batch) [{detail.splitlines()[0][:200]}]")
+
+
+def train_explaining_oom(train: Any, cfg: Any, gpu_share: float, **kwargs: Any) -> Any:
+    """`train(cfg, **kwargs)`, with an out-of-memory error turned into one that says what to change."""
+    import torch
+
+    try:
+        return train(cfg, **kwargs)
+    except torch.OutOfMemoryError as exc:
+        raise TrialOutOfMemory(oom_advice(cfg, gpu_share, str(exc))) from None
+
+
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode: str, window: int,
-              rungs: Sequence[int], cpus: float, source: str) -> None:
+              rungs: Sequence[int], cpus: float, gpu_share: float, source: str) -> None:
     """Ray Tune function trainable: one trial = one `train()` with the searched values applied.
 
     Checkpoints go to Tune only where resume and the scheduler need them: at the rung epochs (a
@@ -82,7 +106,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode
         else:
             tune.report(result)
 
-    train(cfg, report=report, resume=state)
+    train_explaining_oom(train, cfg, gpu_share, report=report, resume=state)
 
 
 def _result(metrics: dict[str, Any], epoch: int, metric: str, window: int, values: list[float], *,
