@@ -27,7 +27,7 @@ PLATFORMS=${PLATFORMS:-"manylinux_2_28_x86_64 manylinux2014_x86_64 manylinux_2_1
 MAX_MB=${MAX_MB:-40}
 REQS="ray[tune] optuna mlflow-skinny sqlalchemy alembic pydantic>=2 PyYAML filelock pytest pluggy iniconfig packaging pytest-timeout ${EXTRA_REQS:-}"
 # On the host already (torch, torchvision, numpy, pandas, pyarrow and their own dependencies): never bundled.
-EXCLUDE="torch torchvision numpy pandas pyarrow python-dateutil six pytz tzdata fsspec jinja2 networkx sympy mpmath setuptools pillow triton nvidia-*"
+EXCLUDE="torch torchvision numpy pandas pyarrow python-dateutil six pytz tzdata jinja2 networkx sympy mpmath setuptools pillow triton nvidia-*"
 
 # Prune rules, one per line: 'dir PATH' deletes a folder of site/, 'glob PATTERN' deletes matching files
 # anywhere, 'strip PATH' strips a native binary (all ELF *.so are stripped too).

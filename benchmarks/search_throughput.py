@@ -214,7 +214,7 @@ def run_search(args: argparse.Namespace, k: int, epochs: int, work: Path, data_d
         rows = [r for r in rows if "epoch_seconds" in r]
         if not rows:
             continue
-        first.append(rows[0]["timestamp"] - rows[0].get("time_this_iter_s", 0.0))
+        first.append(rows[0]["timestamp"] - rows[0]["epoch_seconds"])  # the first epoch's start
         last.append(rows[-1]["timestamp"])
         for r in rows[1:]:  # the first report also holds the trial's start-up
             if r.get("time_this_iter_s") and r["epoch_seconds"] > 0:
@@ -225,7 +225,8 @@ def run_search(args: argparse.Namespace, k: int, epochs: int, work: Path, data_d
         min(r[0]["timestamp"] for r in results) - t0 if results else None)
     window = (min(first), max(last)) if first else (t0, t_end)
     res["train_window_s"] = window[1] - window[0]
-    if res["train_window_s"] > 0 and first:  # approximate: n_train images per trial-epoch
+    if res["train_window_s"] >= 5 and first:  # approximate: n_train images per trial-epoch; Ray's
+        # timestamps are whole seconds, so short windows give no figure
         res["wall_images_per_s"] = n_train * len(hist) / res["train_window_s"]
     res["gpu_busy"] = sampler.busy(*window) if sampler.available else None
     res["gpu_busy_whole_command"] = sampler.busy(t0, t_end) if sampler.available else None
