@@ -28,6 +28,8 @@ EPILOG = """examples:
   mlflow ui --backend-store-uri sqlite:///$PWD/tfkd_runs/mlflow.db --host 127.0.0.1
 """
 SUBCOMMANDS = ("train", "export", "validate", "report")
+# overrides that come from flags, named by their flag in error messages
+FLAG_LABELS = {"base.data.data_dir": "--data-dir", "base.data.download": "--download"}
 
 
 def _common(p: argparse.ArgumentParser, overrides: bool = True) -> None:
@@ -188,7 +190,7 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         overrides["base.data.data_dir"] = os.path.abspath(args.data_dir)
     if args.download:
         overrides["base.data.download"] = True
-    space = load_space(args.space, overrides)
+    space = load_space(args.space, overrides, labels=FLAG_LABELS)
     from .search import preflight, run_search, shutdown
 
     # the dry run checks exactly what the real run checks before it starts Ray
@@ -234,7 +236,8 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         overrides["data.data_dir"] = os.path.abspath(args.data_dir)
     if args.download:
         overrides["data.download"] = True
-    cfg = resolve_paths(load_run_config(args.config, overrides))
+    cfg = resolve_paths(load_run_config(args.config, overrides, labels={
+        k.removeprefix("base."): v for k, v in FLAG_LABELS.items()}))
     seeds = seeds_for(cfg, args.seeds)
     out = Path(args.out) if args.out else Path(args.storage) / "train" / cfg.name
     uri = None

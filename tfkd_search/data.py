@@ -139,11 +139,7 @@ def load_splits(
     ``digits`` and ``synthetic``. ``download=True`` fetches CIFAR when missing; Tiny-ImageNet has no
     download (DataError explains where to get it when it is missing).
     """
-    info = dataset_info(name)
-    if not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) <= 0.5:
-        raise ConfigError(f"val_fraction must be in [0, 0.5], got {val_fraction!r}")
-    if isinstance(synthetic_size, bool) or not isinstance(synthetic_size, int) or synthetic_size < 4:
-        raise ConfigError(f"synthetic_size must be an integer >= 4, got {synthetic_size!r}")
+    info = dataset_info(name)  # the values themselves were validated once, by the run config
 
     test_x = test_y = None
     if name in ("cifar10", "cifar100"):

@@ -21,7 +21,7 @@ from torch import nn
 from . import losses
 from .config import RunConfig, config_to_dict
 from .data import Batches, DataSplits, load_splits
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, EnvironmentProblem
 from .io import CHECKPOINT_FORMAT, load_checkpoint
 from .models import build_model
 from .registry import METHOD_REGISTRY
@@ -73,7 +73,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but no CUDA GPU is visible; use device: auto "
+        raise EnvironmentProblem("device: 'cuda' was asked for but no CUDA GPU is visible; use device: auto "
                           "or cpu (--set device=cpu)")
     return torch.device(name)
 
@@ -318,7 +318,7 @@ def train(cfg: RunConfig, *, data: DataSplits | None = None, report: Reporter | 
 
     graphs = cfg.cuda_graphs if cfg.cuda_graphs is not None else use_cuda
     if graphs and not use_cuda:
-        raise ConfigError("cuda_graphs: true needs a CUDA device; set cuda_graphs: null or false")
+        raise EnvironmentProblem("cuda_graphs: true needs a CUDA device; set cuda_graphs: null or false")
     runner = StepRunner(model, teacher, opt, loss_fn, device, bf16, graphs)
     for epoch in range(start_epoch, epochs):
         model.train()

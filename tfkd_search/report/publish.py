@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import EnvironmentProblem
 from .data import RunData, load_run
 from .page import build_report
 
@@ -53,7 +53,7 @@ def write_report(run_dir: str | os.PathLike[str], *, log_mlflow: bool = True,
         for f in [*pngs, INDEX]:
             os.chmod(out / f, mode)
     except OSError as exc:
-        raise ConfigError(f"report: cannot write {out} ({exc.strerror or exc}); the run folder must "
+        raise EnvironmentProblem(f"report: cannot write {out} ({exc.strerror or exc}); the run folder must "
                           f"be writable") from None
     if log_mlflow:
         log_report(data, [out / f for f in pngs] + [out / INDEX], warn)
