@@ -1,8 +1,9 @@
-"""What ASHA saves: a full grid without early stopping against the same grid with ASHA (digits, CPU).
+"""What early stopping saves and what synchronous rungs cost: a full grid without early stopping, the
+same grid with synchronous successive halving (the default) and with asynchronous ASHA (digits, CPU).
 
-Prints wall time, trial-epochs spent and the best val accuracy each search found, plus Ray's
-overhead per trial (time a trial's actor spends outside training epochs, and scheduling time).
-  python benchmarks/search_efficiency.py            # the quickstart grid (12 trials x 8 epochs)
+Prints wall time, trial-epochs spent, the exported winner and its score, plus Ray's overhead per
+trial (time a trial's actor spends outside training epochs, and scheduling time).
+  python benchmarks/search_efficiency.py            # the quickstart grid (12 trials x 12 epochs)
   python benchmarks/search_efficiency.py --small    # CI smoke: 4 trials x 3 epochs
 Writes JSON (default benchmarks/results/search_efficiency-cpu.json).
 """
@@ -22,14 +23,23 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from tfkd_search.search import init_ray, run_search, shutdown  # noqa: E402
+from tfkd_search.runfolder import RunFolder  # noqa: E402
+from tfkd_search.search import RayOptions, init_ray, run_search, shutdown  # noqa: E402
 from tfkd_search.spaces import load_space  # noqa: E402
 
 
-def one(space_path: Path, scheduler: str, storage: Path, overrides: dict) -> dict:
-    space = load_space(space_path, {**overrides, "search.scheduler.kind": scheduler})
+VARIANTS = {  # label -> scheduler overrides
+    "full grid": {"search.scheduler.kind": "none"},
+    "sync halving": {"search.scheduler.kind": "asha", "search.scheduler.synchronous": True},
+    "async ASHA": {"search.scheduler.kind": "asha", "search.scheduler.synchronous": False},
+}
+
+
+def one(space_path: Path, label: str, storage: Path, overrides: dict) -> dict:
+    space = load_space(space_path, {**overrides, **VARIANTS[label]})
     t0 = time.time()
-    out = run_search(space, storage=str(storage), name=f"eff-{scheduler}", printer=lambda m: None)
+    name = "eff-" + label.replace(" ", "-")
+    out = run_search(space, storage=str(storage), name=name, printer=lambda m: None)
     wall = time.time() - t0
     t = out.trials
     hist = pd.read_parquet(out.run_dir / "history.parquet")
@@ -37,8 +47,11 @@ def one(space_path: Path, scheduler: str, storage: Path, overrides: dict) -> dic
     per_trial = t.set_index("trial_id")["wall_seconds"]
     actor_overhead = float((per_trial - train_s.reindex(per_trial.index).fillna(0)).mean())
     conc = min(len(t), max(1, int((os.cpu_count() or 1) // space.spec.search.resources.cpu)))
-    return {"scheduler": scheduler, "wall_s": wall, "trials": len(t),
+    folder = RunFolder(out.run_dir)
+    best = folder.ranking().best(t)
+    return {"search": label, "wall_s": wall, "trials": len(t),
             "trial_epochs": int(t["epochs"].sum()), "best_val_acc": float(t["best_val_acc"].max()),
+            "winner": {k: best[k] for k in space.params}, "winner_score": float(best["score"]),
             "stopped_early": int((t["status"] == "stopped_early").sum()),
             "actor_overhead_s_per_trial": actor_overhead,
             "scheduling_overhead_s_per_trial": max(0.0, wall * conc / len(t) - per_trial.mean())}
@@ -59,27 +72,27 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tfkd-eff-") as tmp:
         try:
-            init_ray(None, 0, lambda m: None)  # start Ray first: its start-up is not a per-trial cost
-            for sched in ("none", "asha"):
-                rows.append(one(Path(args.space), sched, Path(tmp), overrides))
-                print(f"  {sched}: done in {rows[-1]['wall_s']:.1f} s", flush=True)
+            init_ray(RayOptions(), 0, lambda m: None)  # start Ray first: not a per-trial cost
+            for label in VARIANTS:
+                rows.append(one(Path(args.space), label, Path(tmp), overrides))
+                print(f"  {label}: done in {rows[-1]['wall_s']:.1f} s", flush=True)
         finally:
             shutdown()
-    full, asha = rows
-    print(f"\n{'search':<22}{'wall s':>8}{'trial-epochs':>14}{'best val_acc':>14}{'stopped':>9}")
+    full = rows[0]
+    print(f"\n{'search':<16}{'wall s':>8}{'trial-epochs':>14}{'score':>8}{'stopped':>9}  winner")
     for r in rows:
-        label = "full grid (no ASHA)" if r["scheduler"] == "none" else "same grid + ASHA"
-        print(f"{label:<22}{r['wall_s']:>8.1f}{r['trial_epochs']:>14}{r['best_val_acc']:>14.4f}"
-              f"{r['stopped_early']:>9}")
-    print(f"ASHA: {asha['trial_epochs'] / full['trial_epochs']:.0%} of the trial-epochs, "
-          f"{asha['wall_s'] / full['wall_s']:.0%} of the wall time, best val_acc "
-          f"{asha['best_val_acc'] - full['best_val_acc']:+.4f} vs the full grid")
+        print(f"{r['search']:<16}{r['wall_s']:>8.1f}{r['trial_epochs']:>14}{r['winner_score']:>8.4f}"
+              f"{r['stopped_early']:>9}  {r['winner']}")
+    for r in rows[1:]:
+        print(f"{r['search']}: {r['trial_epochs'] / full['trial_epochs']:.0%} of the trial-epochs, "
+              f"{r['wall_s'] / full['wall_s']:.0%} of the wall time")
     print(f"Ray overhead per trial: {full['actor_overhead_s_per_trial']:.2f} s in the trial actor "
           f"outside training epochs (start-up, data, reporting), "
           f"{full['scheduling_overhead_s_per_trial']:.2f} s scheduling")
     out = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / "search_efficiency-cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "cpus": os.cpu_count(), "small": args.small}, indent=2))
+    out.write_text(json.dumps({"rows": rows, "cpus": os.cpu_count(), "small": args.small}, indent=2,
+                              default=str))
     print(f"wrote {out}")
 
 
