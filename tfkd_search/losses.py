@@ -7,8 +7,8 @@ Every loss returns `LossParts(total, ce, kl)`. Two semantics are offered (see RE
   reg = (1-alpha)*CE + alpha*m*tau^2 * KL_bm(softmax(log(p^d)/tau) || softmax(z/tau))
   lsr = CE against (1-eps)*onehot + eps/C
   The manual teacher p^d is softened in log space (p^d ** (1/tau), renormalised), so tau and `a` really
-  shape the target (tfkd_method.md 2.4).
-* ``"official"`` -- exactly what the released code computes (tfkd_method.md 2.1-2.2):
+  shape the target (docs/loss_semantics.md).
+* ``"official"`` -- exactly what the released code computes (docs/loss_semantics.md):
   KL uses nn.KLDivLoss's default elementwise mean (summed KL / (N*C)); kd keeps tau^2; reg softens the
   *probability* vector (softmax(p^d/tau), nearly uniform) and not the student, without tau^2;
   lsr puts 1-eps on the true class and eps/(C-1) elsewhere.

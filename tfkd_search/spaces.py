@@ -142,14 +142,9 @@ class Scheduler(Strict):
 
     def rung_epochs(self, budget: int) -> list[int]:
         """The rungs below `budget`: the explicit ones, or the geometric grace*rf**k."""
-        if self.rungs is not None:
-            return [x for x in self.rungs if x < budget]
-        out: list[int] = []
-        k = 0
-        while (t := self.grace_period * self.reduction_factor ** k) < budget:
-            out.append(int(t) if float(t).is_integer() else int(math.ceil(t)))
-            k += 1
-        return sorted(set(out))
+        from .scheduling import rung_epochs
+
+        return rung_epochs(budget, self.grace_period, self.reduction_factor, self.rungs)
 
 
 class Resources(Strict):

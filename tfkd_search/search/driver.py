@@ -18,7 +18,7 @@ from typing import Any
 from ..config import flatten
 from ..errors import TfkdError
 from ..runfolder import Ranking, RunFolder, TrialRecord
-from ..scheduling import Halving, rung_epochs
+from ..scheduling import Halving
 from ..spaces import Space, concurrency
 from ..tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
 from .cluster import RayOptions, init_ray, preflight
@@ -51,9 +51,8 @@ def halving_of(space: Space) -> Halving | None:
     sch = space.spec.search.scheduler
     if sch.kind != "asha":
         return None
-    rungs = rung_epochs(space.budget, sch.grace_period, sch.reduction_factor, sch.rungs)
-    return Halving(rungs, sch.reduction_factor, sch.mode, synchronous=sch.synchronous,
-                   total_trials=space.num_trials())
+    return Halving(sch.rung_epochs(space.budget), sch.reduction_factor, sch.mode,
+                   synchronous=sch.synchronous, total_trials=space.num_trials())
 
 
 def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOptions(),
