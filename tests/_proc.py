@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -94,9 +95,17 @@ def sigkill_driver(proc: subprocess.Popen[bytes], env: dict[str, str]) -> None:
     kill_tree(pids)
 
 
+def result_lines(trial_dir: Path) -> list[dict]:
+    """The epoch results a Ray Tune trial folder holds so far (its result.json, one JSON per line)."""
+    f = trial_dir / "result.json"
+    if not f.exists():
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition") -> None:
-    end = time.time() + timeout
-    while time.time() < end:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
         if predicate():
             return
         time.sleep(interval)

@@ -251,7 +251,7 @@ def _load_with_download(root: str) -> None:
 
 def test_cifar_download_runs_once_when_processes_race(tmp_path, monkeypatch):
     import torchvision.datasets.cifar as tv_cifar
-    from test_data import make_fake_cifar10
+    from _fakedata import make_fake_cifar10
 
     root, calls = tmp_path / "data", tmp_path / "calls.txt"
 
@@ -583,11 +583,10 @@ def test_storage_a_node_cannot_see_is_refused_before_training(cluster, tmp_path)
     try:
         blind_id = cluster.state()["alive"]["blind"]
         wd = _space(tmp_path / "job", "blindtest", DIGITS, [1.0])
-        t0 = time.time()
+        # refused before training: a bounded wait (TimeoutExpired fails the test), not a clock check
         res = subprocess.run([TFKD, "--space", "space.yaml", "--address", cluster.address,
                               "--storage", str(storage), "--name", "blindtest"], env=cluster.env,
-                             cwd=wd, capture_output=True, text=True, timeout=180)
-        elapsed = time.time() - t0
+                             cwd=wd, capture_output=True, text=True, timeout=120)
     finally:
         cluster.stop_node("blind")
     err = res.stderr
@@ -595,6 +594,5 @@ def test_storage_a_node_cannot_see_is_refused_before_training(cluster, tmp_path)
     assert res.returncode != 0, res.stdout[-2000:] + err[-2000:]
     assert f"--storage {storage.resolve()}: is local to the head node" in err, err[-3000:]
     assert blind_id[:8] in err and "s3://bucket/prefix" in err and "NFS" in err
-    assert elapsed < 120
     assert not (storage / "blindtest").exists()  # no run folder left behind
     assert not list(storage.rglob(".tfkd-storage-check-*"))

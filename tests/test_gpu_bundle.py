@@ -60,17 +60,16 @@ def test_prune_only_removes_the_listed_folders_and_strips(tmp_path) -> None:
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
         (site / rel).write_text("x")
     so = _elf_so()
-    if so is not None:
-        shutil.copy(so, site / "mod.cpython-312-x86_64-linux-gnu.so")
+    assert so is not None, "no ELF shared object in site-packages to strip"
+    shutil.copy(so, site / "mod.cpython-312-x86_64-linux-gnu.so")
     (site / "fake.so").write_text("not an ELF file")
     r = _sh("--prune-only", str(site))
     assert r.returncode == 0, r.stderr
     assert all((site / rel).exists() for rel in keep), r.stdout
     assert not any((site / rel).exists() for rel in drop), r.stdout
     assert "pruned ray/rllib/" in r.stdout and (site / "fake.so").read_text() == "not an ELF file"
-    if so is not None:
-        assert "stripped mod.cpython-312-x86_64-linux-gnu.so" in r.stdout
-        assert (site / "mod.cpython-312-x86_64-linux-gnu.so").stat().st_size <= so.stat().st_size
+    assert "stripped mod.cpython-312-x86_64-linux-gnu.so" in r.stdout
+    assert (site / "mod.cpython-312-x86_64-linux-gnu.so").stat().st_size <= so.stat().st_size
 
 
 BUNDLE_TESTS = os.environ.get("TFKD_TEST_BUNDLE") == "1"

@@ -22,16 +22,11 @@ from tfkd_search.export import export_best
 from tfkd_search.report import load_run, param_importances, write_report
 from tfkd_search.runfolder import Ranking, RunFolder, TrialRecord, TrialStatus, history_frame
 from _proc import free_port
+from _spaces import base_cfg, grid_params, search_block, write_space
 
-BASE = {"model": "tiny_cnn", "method": "tfkd_reg", "data": {"dataset": "digits", "val_fraction": 0.2},
-        "loss": {"semantics": "paper", "tau": 4.0, "alpha": 0.5, "a": 0.9},
-        "schedule": {"epochs": 4, "milestones": [3], "warmup_epochs": 1}}
+BASE = base_cfg(4)
 ALL_FIGURES = {"learning_curves.png", "parallel_coordinates.png", "param_scatter.png", "importance.png",
                "compute.png"}
-
-
-def grid_params(**values: list) -> dict:
-    return {k: {"kind": "grid", "values": v} for k, v in values.items()}
 
 
 def curve(trial_id: str, accs: list[float], diverged_at: int | None = None,
@@ -455,13 +450,9 @@ def test_a_real_search_writes_and_logs_its_report(tmp_path: Path) -> None:
 
     from _proc import cli_env, run_cli
 
-    space = tmp_path / "tiny.yaml"
-    space.write_text(yaml.safe_dump({
-        "name": "tinyrep", "base": {**BASE, "schedule": {"epochs": 2, "milestones": [1],
-                                                         "warmup_epochs": 1}},
-        "search": {"params": grid_params(**{"loss.tau": [1.0, 8.0]}), "searcher": {"kind": "grid"},
-                   "scheduler": {"kind": "none"}, "resources": {"cpu": 1, "gpu": 0}},
-        "export": {"top_k": 1, "seeds": [0], "epochs": 2}}))
+    space = write_space(tmp_path / "tiny.yaml", "tinyrep",
+                        search_block(grid_params(**{"loss.tau": [1.0, 8.0]})), base=base_cfg(2),
+                        export={"top_k": 1, "seeds": [0], "epochs": 2})
     res = run_cli(["--space", str(space), "--storage", str(tmp_path / "runs")], cli_env(),
                   timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

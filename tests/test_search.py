@@ -14,41 +14,27 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from _proc import (cleanup, cli_env, free_port, port_open, run_cli, search_runs, sigkill_driver,
-                   start_cli, wait_for)
+from _proc import (cleanup, cli_env, free_port, port_open, result_lines, run_cli, search_runs,
+                   sigkill_driver, start_cli, wait_for)
+from _spaces import base_cfg, grid_params, search_block, write_space
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-BASE = {"model": "tiny_cnn", "method": "tfkd_reg",
-        "data": {"dataset": "digits", "val_fraction": 0.2},
-        "loss": {"semantics": "paper", "tau": 4.0, "alpha": 0.5, "a": 0.9},
-        "optim": {"lr": 0.1, "batch_size": 64},
-        "schedule": {"epochs": 4, "milestones": [3], "warmup_epochs": 1}}
 TAUS, ALPHAS = [1.0, 4.0, 16.0], [0.3, 0.9]
 
 
-def write_space(path: Path, name: str, *, search: dict, base: dict | None = None,
-                export: dict | None = None) -> Path:
-    doc = {"name": name, "base": base or BASE, "search": search,
-           "export": export or {"top_k": 2, "seeds": [0, 1], "epochs": 4}}
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
 def grid_search_block(**extra) -> dict:
-    block = {"params": {"loss.tau": {"kind": "grid", "values": TAUS},
-                        "loss.alpha": {"kind": "grid", "values": ALPHAS}},
-             "searcher": {"kind": "grid"},
-             "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
-             "resources": {"cpu": 1, "gpu": 0}}
-    block.update(extra)
-    return block
+    """The 3 x 2 grid of this module, halved by synchronous ASHA at epochs 1 and 2 of 4."""
+    return search_block(grid_params(**{"loss.tau": TAUS, "loss.alpha": ALPHAS}),
+                        **{"scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+                           **extra})
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
-    space = write_space(tmp / "grid.yaml", "gridtest", search=grid_search_block())
+    space = write_space(tmp / "grid.yaml", "gridtest", grid_search_block(),
+                        export={"top_k": 2, "seeds": [0, 1], "epochs": 4})
     env = cli_env()
     res = run_cli(["--space", str(space), "--storage", str(tmp / "runs")], env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -87,7 +73,7 @@ def test_search_is_tracked_in_mlflow_as_parent_and_search_runs(finished):
     assert "best_val_acc" in parent.data.metrics
     assert json.loads(parent.data.tags["tfkd.versions"])["torch"]
     c = MlflowClient(uri)
-    assert "grid.yaml" in {a.path for a in c.list_artifacts(parent.info.run_id)}
+    assert "space.yaml" in {a.path for a in c.list_artifacts(parent.info.run_id)}  # as searched
     # artifacts live beside the store in --storage, not in ./mlruns of the current directory
     assert parent.info.artifact_uri.startswith((tmp / "runs" / "mlartifacts").as_uri())
     trials = pd.read_parquet(tmp / "runs" / "gridtest" / "trials.parquet")
@@ -174,13 +160,11 @@ def test_same_command_same_winner_whatever_the_arrival_order(tmp_path):
 
 
 def _optuna_space(tmp: Path, name: str, seed: int) -> Path:
-    return write_space(tmp / f"{name}.yaml", name, search={
-        "params": {"loss.tau": {"kind": "loguniform", "low": 1.0, "high": 20.0},
-                   "loss.alpha": {"kind": "uniform", "low": 0.1, "high": 0.9},
-                   "optim.batch_size": {"kind": "int", "low": 32, "high": 64}},
-        "searcher": {"kind": "optuna", "seed": seed}, "num_samples": 4,
-        "scheduler": {"kind": "none"}, "resources": {"cpu": 1, "gpu": 0}},
-        base={**BASE, "schedule": {"epochs": 2, "milestones": [1], "warmup_epochs": 1}})
+    return write_space(tmp / f"{name}.yaml", name, search_block(
+        {"loss.tau": {"kind": "loguniform", "low": 1.0, "high": 20.0},
+         "loss.alpha": {"kind": "uniform", "low": 0.1, "high": 0.9},
+         "optim.batch_size": {"kind": "int", "low": 32, "high": 64}},
+        searcher={"kind": "optuna", "seed": seed}, num_samples=4), base=base_cfg(2))
 
 
 def _params(run_dir: Path) -> list[tuple]:
@@ -202,18 +186,11 @@ def test_optuna_search_is_reproducible_with_a_seed(tmp_path):
         assert 1.0 <= tau <= 20.0 and 0.1 <= alpha <= 0.9 and 32 <= bs <= 64
 
 
-def _result_lines(trial_dir: Path) -> list[dict]:
-    f = trial_dir / "result.json"
-    if not f.exists():
-        return []
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-
-
 def test_driver_killed_then_resume_runs_every_trial_exactly_once(tmp_path):
     # one trial at a time, each long enough that the kill lands between two finished trials
-    base = {**BASE, "data": {"dataset": "synthetic", "synthetic_size": 3000, "val_fraction": 0.1}}
-    space = write_space(tmp_path / "grid.yaml", "killme", base=base, search=grid_search_block(
-        scheduler={"kind": "none"}, max_concurrent=1))
+    base = base_cfg(4, data={"dataset": "synthetic", "synthetic_size": 3000, "val_fraction": 0.1})
+    space = write_space(tmp_path / "grid.yaml", "killme", grid_search_block(
+        scheduler={"kind": "none"}, max_concurrent=1), base=base)
     run_dir = tmp_path / "runs" / "killme"
     env = cli_env()
     proc = start_cli(["--space", str(space), "--storage", str(tmp_path / "runs")], env,
@@ -221,14 +198,14 @@ def test_driver_killed_then_resume_runs_every_trial_exactly_once(tmp_path):
 
     def finished_trials() -> list[Path]:
         return [d for d in run_dir.glob("trial_*")
-                if any(r.get("epoch") == 4 for r in _result_lines(d))]
+                if any(r.get("epoch") == 4 for r in result_lines(d))]
 
     try:
         wait_for(lambda: len(finished_trials()) >= 2, 300, interval=0.05,
                  what="two finished trials")  # then pull the plug mid-search
     finally:
         sigkill_driver(proc, env)
-    done_before = {d.name: len(_result_lines(d)) for d in finished_trials()}
+    done_before = {d.name: len(result_lines(d)) for d in finished_trials()}
     assert 2 <= len(done_before) < 6
     assert not (run_dir / "trials.parquet").exists()
 
@@ -241,9 +218,9 @@ def test_driver_killed_then_resume_runs_every_trial_exactly_once(tmp_path):
         itertools.product(TAUS, ALPHAS))
     assert (trials["status"] == "completed").all(), trials
     for name, n in done_before.items():  # finished trials were not run again
-        assert len(_result_lines(run_dir / name)) == n
+        assert len(result_lines(run_dir / name)) == n
     for d in run_dir.glob("trial_*"):  # no trial restarted from epoch 1
-        epochs = [r["epoch"] for r in _result_lines(d)]
+        epochs = [r["epoch"] for r in result_lines(d)]
         assert epochs.count(1) == 1, (d.name, epochs)
     _, kids = search_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "killme")
     assert len(kids) == 6
@@ -251,29 +228,28 @@ def test_driver_killed_then_resume_runs_every_trial_exactly_once(tmp_path):
 
 
 def test_killed_trial_process_restarts_from_its_checkpoint(tmp_path):
-    base = {**BASE, "data": {"dataset": "synthetic", "synthetic_size": 6000, "val_fraction": 0.1},
-            "schedule": {"epochs": 8, "milestones": [6], "warmup_epochs": 1}}
-    space = write_space(tmp_path / "one.yaml", "crash", base=base, search={
-        "params": {"loss.tau": {"kind": "grid", "values": [4.0]}}, "searcher": {"kind": "grid"},
-        "scheduler": {"kind": "none"}, "resources": {"cpu": 1, "gpu": 0}, "max_failures": 2})
+    base = base_cfg(8, milestones=[6],
+                    data={"dataset": "synthetic", "synthetic_size": 6000, "val_fraction": 0.1})
+    space = write_space(tmp_path / "one.yaml", "crash", search_block(
+        grid_params(**{"loss.tau": [4.0]}), max_failures=2), base=base)
     run_dir = tmp_path / "runs" / "crash"
     env = cli_env()
     proc = start_cli(["--space", str(space), "--storage", str(tmp_path / "runs")], env,
                      tmp_path / "log.txt")
     try:
         def at_epoch_3() -> bool:
-            lines = [r for d in run_dir.glob("trial_*") for r in _result_lines(d)]
+            lines = [r for d in run_dir.glob("trial_*") for r in result_lines(d)]
             return any(r["epoch"] >= 3 and r["epoch"] < 7 for r in lines)
 
         wait_for(at_epoch_3, 300, interval=0.05, what="epoch 3 of the trial")
-        pid = [r for d in run_dir.glob("trial_*") for r in _result_lines(d)][-1]["pid"]
+        pid = [r for d in run_dir.glob("trial_*") for r in result_lines(d)][-1]["pid"]
         import os
 
         os.kill(pid, signal.SIGKILL)
         assert proc.wait(timeout=300) == 0, (tmp_path / "log.txt").read_text()[-3000:]
     finally:
         cleanup(env, proc.pid)
-    lines = [r for d in run_dir.glob("trial_*") for r in _result_lines(d)]
+    lines = [r for d in run_dir.glob("trial_*") for r in result_lines(d)]
     epochs = [r["epoch"] for r in lines]
     assert epochs[-1] == 8 and epochs.count(1) == 1, epochs
     restarts = [r for r in lines[1:] if r["iterations_since_restore"] == 1]
@@ -296,11 +272,8 @@ def test_search_logs_to_a_real_mlflow_server(tmp_path):
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: port_open(port), 120, interval=0.5, what="mlflow server")
-        space = write_space(tmp_path / "srv.yaml", "served", search={
-            "params": {"loss.tau": {"kind": "grid", "values": [2.0, 8.0]}},
-            "searcher": {"kind": "grid"}, "scheduler": {"kind": "none"},
-            "resources": {"cpu": 1, "gpu": 0}},
-            base={**BASE, "schedule": {"epochs": 2, "milestones": [1], "warmup_epochs": 1}})
+        space = write_space(tmp_path / "srv.yaml", "served",
+                            search_block(grid_params(**{"loss.tau": [2.0, 8.0]})), base=base_cfg(2))
         res = run_cli(["--space", str(space), "--storage", str(tmp_path / "runs"),
                        "--mlflow-uri", uri], env, timeout=300)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -7,23 +7,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _spaces import base_cfg, grid_params, write_space
 from tfkd_search.errors import ConfigError
 from tfkd_search.spaces import describe, grid_points, load_space
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-BASE = {"model": "tiny_cnn", "method": "tfkd_reg", "data": {"dataset": "digits"},
-        "schedule": {"epochs": 6, "milestones": [4]}}
+BASE = base_cfg(6, milestones=[4])  # a budget of 6 epochs: the rung and grace checks below use it
 
 
-def write(tmp_path: Path, search: dict, **top) -> Path:
-    doc = {"name": "t", "base": BASE, "search": search, **top}
-    p = tmp_path / "space.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+def write(tmp_path: Path, search: dict) -> Path:
+    return write_space(tmp_path / "space.yaml", "t", search, base=BASE)
 
 
-def grid(**params) -> dict:
-    return {"params": {k: {"kind": "grid", "values": v} for k, v in params.items()}}
+def grid(**values: list) -> dict:
+    """A `search:` block with only grid params: the searcher and scheduler are left to their defaults."""
+    return {"params": grid_params(**values)}
 
 
 @pytest.mark.parametrize("path", sorted(SPACES.glob("*.yaml")), ids=lambda p: p.name)

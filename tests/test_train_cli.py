@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_data import make_fake_cifar10
+from _fakedata import make_fake_cifar10
 from tfkd_search.cli import main
 
 METHODS = ["ce", "lsr", "tfkd_reg", "kd", "tfkd_self"]

@@ -145,13 +145,36 @@ def test_trainer_writes_no_files(make_cfg, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_teacher_is_frozen_and_student_changes(make_cfg, teachers):
-    before = load_checkpoint(teachers["tiny_cnn"])["model"]
+def test_teacher_is_frozen_and_student_changes(make_cfg, teachers, monkeypatch):
+    # train() writes no files, so the teacher's checkpoint cannot change on disk: watch the teacher
+    # module it trains against instead (weights and BatchNorm buffers), and the student's weights
+    import tfkd_search.trainer as trainer_mod
+
+    loaded: list[tuple[torch.nn.Module, dict[str, torch.Tensor]]] = []
+    real_load_teacher = trainer_mod.load_teacher
+
+    def spy(*args, **kwargs):
+        teacher = real_load_teacher(*args, **kwargs)
+        loaded.append((teacher, {k: v.detach().clone() for k, v in teacher.state_dict().items()}))
+        return teacher
+
+    monkeypatch.setattr(trainer_mod, "load_teacher", spy)
+    students: list[dict[str, torch.Tensor]] = []
+
+    def report(r: EpochReport) -> None:
+        students.append({k: v.detach().clone() for k, v in r.make_checkpoint()["model"].items()})
+
     cfg = make_cfg({"teacher": {"checkpoint": str(teachers["tiny_cnn"])}}, method="tfkd_self")
-    train(cfg)
-    after = load_checkpoint(teachers["tiny_cnn"])["model"]
+    assert train(cfg, report=report).status == "completed"
+    (teacher, before), = loaded
+    assert not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    after = teacher.state_dict()
+    assert before.keys() == after.keys() and before
     for k in before:
-        assert torch.equal(before[k], after[k])
+        assert torch.equal(before[k], after[k]), k
+    assert len(students) == 2
+    assert any(not torch.equal(students[0][k], students[1][k]) for k in students[0])
 
 
 def test_tiny_cnn_reaches_090_on_digits(make_cfg):
