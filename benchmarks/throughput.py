@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from tfkd_search import losses  # noqa: E402
-from tfkd_search.data import Batches, DatasetInfo  # noqa: E402
+from tfkd_search.batches import Batches  # noqa: E402
+from tfkd_search.data import DatasetInfo  # noqa: E402
 from tfkd_search.models import build_model  # noqa: E402
 from tfkd_search.trainer import StepRunner  # noqa: E402
 

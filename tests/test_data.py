@@ -13,7 +13,8 @@ import torch
 from _fakedata import (TINY_COLOURS, TINY_VAL, TINY_WNIDS, make_fake_cifar10, make_fake_cifar100,
                        make_fake_tiny)
 from tfkd_search import data
-from tfkd_search.data import DATASETS, Batches, DatasetInfo, dataset_info, load_splits
+from tfkd_search.batches import Batches
+from tfkd_search.data import DATASETS, DatasetInfo, dataset_info, load_splits
 from tfkd_search.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------------------------------
@@ -437,7 +438,7 @@ def test_rotation_matches_torchvision_nearest():
     from PIL import Image
     from torchvision.transforms import InterpolationMode
 
-    from tfkd_search.data import _rotate
+    from tfkd_search.batches import _rotate
 
     x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8,
                       generator=torch.Generator().manual_seed(0))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tfkd_search import losses
-from tfkd_search.data import Batches, load_splits
+from tfkd_search.batches import Batches
+from tfkd_search.data import load_splits
 from tfkd_search.models import build_model
 from tfkd_search.runs import run_one
 from tfkd_search.trainer import StepRunner, train

@@ -20,7 +20,8 @@ from torch import nn
 
 from . import losses
 from .config import RunConfig, config_to_dict
-from .data import Batches, DataSplits, load_splits
+from .batches import Batches
+from .data import DataSplits, load_splits
 from .errors import CheckpointError, EnvironmentProblem
 from .io import CHECKPOINT_FORMAT, load_checkpoint
 from .models import build_model

@@ -114,20 +114,17 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
         printer(f"closed {orphans} MLflow runs left RUNNING by the interrupted driver")
 
     halving = halving_of(space)
-    rungs = halving.rungs if halving is not None else []
+    exp_path = join_uri(storage_root, name) if object_store else run_dir.as_posix()
     tuner = _tuner(space, ranking, halving, base=base, gpu_share=gpu_share, conc=conc,
                    storage_root=storage_root, name=name, run_dir=run_dir, resume=resume,
-                   exp_path=join_uri(storage_root, name) if object_store else run_dir.as_posix(),
-                   callback=make_callback(
+                   exp_path=exp_path, callback=make_callback(
                        {"uri": uri, "experiment": name, "parent_id": parent_id,
                         "debug": ray_options.debug},
-                       list(space.params), space.budget, ranking, space.num_trials(), printer),
-                   rungs=rungs)
-    exp_path = join_uri(storage_root, name) if object_store else run_dir.as_posix()
+                       list(space.params), space.budget, ranking, space.num_trials(), printer))
     printer(f"search {name!r}: {space.num_trials()} trials of up to {space.budget} epochs, "
             f"{conc or 'unlimited'} at a time; results in {exp_path}")
     if halving is not None:
-        printer(f"early stopping: rungs at epochs {list(rungs)}, keep the best 1/"
+        printer(f"early stopping: rungs at epochs {halving.rungs}, keep the best 1/"
                 f"{s.scheduler.reduction_factor:g} at each "
                 f"({'decided when the rung is complete' if s.scheduler.synchronous else 'asynchronous'})")
     printer(f"ranking: {ranking.describe()}")
@@ -177,7 +174,7 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
 
 def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dict[str, Any],
            gpu_share: float, conc: int | None, storage_root: str, name: str, run_dir: Path,
-           resume: bool, exp_path: str, callback: Any, rungs: list[int]) -> Any:
+           resume: bool, exp_path: str, callback: Any) -> Any:
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -186,7 +183,9 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
     s = space.spec.search
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=base, metric=ranking.metric, mode=ranking.mode,
-                             window=ranking.window, rungs=list(rungs), cpus=s.resources.cpu,
+                             window=ranking.window,
+                             rungs=list(halving.rungs) if halving is not None else [],
+                             cpus=s.resources.cpu,
                              gpu_share=gpu_share, source=space.source),
         {"cpu": s.resources.cpu, "gpu": gpu_share})
     if resume:

@@ -42,7 +42,8 @@ def make_callback(tracking: dict[str, Any], params: list[str], budget: int, rank
         @property
         def tracker(self) -> Tracker:
             if self._tracker is None:
-                t = Tracker(self.tracking["uri"], self.tracking["experiment"])
+                t = Tracker(self.tracking["uri"], self.tracking["experiment"],
+                            debug=bool(self.tracking.get("debug")))
                 t.parent_id = self.tracking["parent_id"]
                 self._tracker = t
             return self._tracker
