@@ -90,7 +90,7 @@ BOUNDARIES = {
 }
 # modules the replays and the validation use without torch, Ray or MLflow
 PURE = ("tfkd_search.scheduling", "tfkd_search.runfolder", "tfkd_search.config",
-        "tfkd_search.spaces", "tfkd_search.errors", "tfkd_search.registry")
+        "tfkd_search.overrides", "tfkd_search.spaces", "tfkd_search.errors", "tfkd_search.registry")
 
 
 @pytest.mark.parametrize("library", sorted(BOUNDARIES))

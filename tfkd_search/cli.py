@@ -151,7 +151,7 @@ def _printer(msg: str) -> None:
 
 
 def _dispatch(cmd: str, args: argparse.Namespace) -> int:
-    from .config import parse_set
+    from .overrides import parse_set
 
     overrides = parse_set(args.overrides)
     if cmd == "search":

@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from .config import TEACHER_METHODS, build_run_config, config_to_dict, with_overrides
+from .config import TEACHER_METHODS, build_run_config, config_to_dict
+from .overrides import with_overrides
 from .errors import CheckpointError, ConfigError
 from .io import atomic_write_text
 from .runfolder import RunFolder

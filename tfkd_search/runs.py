@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import TEACHER_METHODS, RunConfig, build_run_config, config_to_dict, flatten
+from .config import TEACHER_METHODS, RunConfig, build_run_config, config_to_dict
+from .overrides import flatten
 from .errors import ConfigError, EnvironmentProblem
 from .io import (atomic_torch_save, atomic_write_json, atomic_write_parquet, ensure_writable_dir,
                  load_checkpoint)

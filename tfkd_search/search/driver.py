@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import flatten
+from ..overrides import flatten
 from ..errors import TfkdError
 from ..runfolder import Ranking, RunFolder, TrialRecord
 from ..scheduling import Halving

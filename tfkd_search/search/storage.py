@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..config import describe_changes
+from ..overrides import describe_changes
 from ..errors import ConfigError, EnvironmentProblem
 from ..io import ensure_writable_dir
 from ..runfolder import RunFolder

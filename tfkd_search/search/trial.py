@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import with_overrides
+from ..overrides import with_overrides
 from ..runfolder import windowed
 from ..spaces import Choice, Grid, IntRange, LogUniform, Uniform
 
