@@ -58,9 +58,11 @@ def make_callback(tracking: dict[str, Any], params: list[str], budget: int, rank
             self.tracker.child(trial.trial_id, f"trial-{trial.trial_id}", params=p,
                                tags={"tfkd.trial_id": trial.trial_id})
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in p.items())
-            if again:  # a trial paused at a rung goes on
-                epoch = (trial.last_result or {}).get("epoch", 0)
+            epoch = int((trial.last_result or {}).get("epoch", 0) or 0)
+            if again and epoch:  # paused at a rung, or retried from its checkpoint
                 self.printer(f"[{_now()}] trial {trial.trial_id} resumed after epoch {epoch} ({shown})")
+            elif again:  # failed before its first epoch: retried from the start
+                self.printer(f"[{_now()}] trial {trial.trial_id} restarted ({shown})")
             else:
                 self.printer(f"[{_now()}] trial {trial.trial_id} started ({shown})")
 

@@ -82,11 +82,12 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
     values: list[float] = []
+    keep = set(rungs)
     if state is not None and state.get("history"):
         values = [float(h.get(metric, float("nan"))) for h in state["history"]]
-        last = dict(state["history"][-1])
-        tune.report(_result(last, int(state["epoch"]), metric, window, values, diverged=False))
-    keep = set(rungs)
+        if int(state["epoch"]) in keep:  # it may have been paused at this rung: ask again
+            last = dict(state["history"][-1])
+            tune.report(_result(last, int(state["epoch"]), metric, window, values, diverged=False))
 
     def report(ep: EpochReport) -> None:
         m = dict(ep.metrics)
