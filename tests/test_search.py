@@ -33,7 +33,7 @@ def grid_search_block(**extra) -> dict:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
-    space = write_space(tmp / "grid.yaml", "gridtest", grid_search_block(),
+    space = write_space(tmp / "grid.yaml", "gridtest", grid_search_block(), base=base_cfg(4),
                         export={"top_k": 2, "seeds": [0, 1], "epochs": 4})
     env = cli_env()
     res = run_cli(["--space", str(space), "--storage", str(tmp / "runs")], env, timeout=600)
