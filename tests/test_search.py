@@ -62,6 +62,9 @@ def test_search_runs_every_grid_point_and_asha_stops_some(finished):
         n = int(trials.loc[trials.trial_id == tid, "epochs"].iloc[0])
         assert epochs == list(range(1, n + 1))
     assert "search finished" in res.stdout and "epoch 1/4" in res.stdout
+    # where to look in the MLflow UI, at the start and at the end (MLflow 3 opens on GenAI views)
+    assert res.stdout.count("runs of this search: http://127.0.0.1:5000/#/experiments/") == 2
+    assert res.stdout.count("parent run: http://127.0.0.1:5000/#/experiments/") == 2
 
 
 def test_search_is_tracked_in_mlflow_as_parent_and_search_runs(finished):
