@@ -428,15 +428,3 @@ def concurrency(space: Space, gpus: float, cpus: float | None) -> int | None:
     if cpus:
         limits.append(max(1, int(cpus // s.resources.cpu)))
     return min(limits) if limits else None
-
-
-def resolved_for_trial(space: Space, gpu_share: float) -> dict[str, Any]:
-    """Base dict adjusted for where the trial runs: CPU-only trials must never touch a GPU."""
-    base = space.base_dict()
-    if gpu_share == 0:
-        base["device"] = "cpu"
-    return base
-
-
-def space_file_text(space: Space) -> str:
-    return Path(space.source).read_text(encoding="utf-8")
