@@ -51,7 +51,8 @@ def one(space_path: Path, label: str, storage: Path, overrides: dict) -> dict:
     best = folder.ranking().best(t)
     return {"search": label, "wall_s": wall, "trials": len(t),
             "trial_epochs": int(t["epochs"].sum()), "best_val_acc": float(t["best_val_acc"].max()),
-            "winner": {k: best[k] for k in space.params}, "winner_score": float(best["score"]),
+            "winner": {k: getattr(best[k], "item", lambda: best[k])() for k in space.params},
+            "winner_score": float(best["score"]),
             "stopped_early": int((t["status"] == "stopped_early").sum()),
             "actor_overhead_s_per_trial": actor_overhead,
             "scheduling_overhead_s_per_trial": max(0.0, wall * conc / len(t) - per_trial.mean())}
