@@ -224,3 +224,12 @@ def test_models_stay_on_cpu() -> None:
     for name in TINY:
         model = build_model(name, num_classes=10)
         assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+def test_the_torch_free_name_list_is_the_zoo():
+    """Config validation reads `registry.MODEL_NAMES` (no torch import); it must be the zoo exactly."""
+    from tfkd_search.registry import MODEL_NAMES
+
+    assert sorted(MODEL_NAMES) == model_names()
+    with pytest.raises(ValueError, match="MODEL_NAMES"):
+        MODELS.register("not_listed")

@@ -1,5 +1,5 @@
-"""One generic name -> object registry with helpful misses (closest match and the full list), and the
-table of training methods (`METHOD_REGISTRY`)."""
+"""One generic name -> object registry with helpful misses (closest match and the full list), the
+table of training methods (`METHOD_REGISTRY`) and the model zoo's names (`MODEL_NAMES`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ from typing import Generic, TypeVar
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+# The zoo's model names, known without importing torch (validating a config or a space then costs no
+# torch import: `tfkd-search validate` answers in a fraction of a second). `tfkd_search.models` refuses
+# to register a model that is missing here.
+MODEL_NAMES: tuple[str, ...] = (
+    "densenet121", "googlenet", "mobilenetv2", "resnet18", "resnet50", "resnext29_8x64d",
+    "shufflenetv2", "tiny_cnn", "tiny_mlp", "tiny_resnet",
+)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -12,11 +12,22 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..registry import Registry
+from ..registry import MODEL_NAMES, Registry
 
 ModelBuilder = Callable[[int, int], nn.Module]
 
-MODELS: Registry[ModelBuilder] = Registry("model")
+
+class ModelRegistry(Registry[ModelBuilder]):
+    """The zoo: only names listed in `registry.MODEL_NAMES` (which config validation reads)."""
+
+    def register(self, name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+        if name not in MODEL_NAMES:
+            raise ValueError(f"model {name!r} is not listed in tfkd_search.registry.MODEL_NAMES; add it "
+                             f"there so configs can name it")
+        return super().register(name)
+
+
+MODELS: ModelRegistry = ModelRegistry("model")
 
 
 def init_kaiming(model: nn.Module) -> nn.Module:
