@@ -293,3 +293,29 @@ def test_search_logs_to_a_real_mlflow_server(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
         cleanup(env, server.pid)
+
+
+def test_packed_search_trains_in_one_host_and_gives_the_same_numbers(finished, tmp_path):
+    """The module's grid again with every trial packed into one host process (the CPU stand-in of
+    one GPU's trials on CUDA streams): synchronous halving pauses and resumes trials through the
+    host, and every recorded number is the unpacked search's."""
+    tmp, _ = finished
+    space = write_space(tmp_path / "grid.yaml", "gridtest",
+                        grid_search_block(resources={"cpu": 1, "pack": True}), base=base_cfg(4),
+                        export={"top_k": 2, "seeds": [0, 1], "epochs": 4})
+    res = run_cli(["--space", str(space), "--storage", str(tmp_path / "runs")], cli_env(), timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "packing: 1 host process served" in res.stdout, res.stdout[-3000:]
+    keys = ["loss.tau", "loss.alpha"]
+    cols = [*keys, "status", "epochs", "score", "best_val_acc"]
+    packed, plain = (pd.read_parquet(d / "gridtest" / "trials.parquet").sort_values(keys)[cols]
+                     .reset_index(drop=True) for d in (tmp_path / "runs", tmp / "runs"))
+    pd.testing.assert_frame_equal(packed, plain)
+    hist = [pd.read_parquet(d / "gridtest" / "history.parquet") for d in (tmp_path / "runs", tmp / "runs")]
+    curves = [h.merge(t[["trial_id", *keys]], on="trial_id").sort_values([*keys, "epoch"])
+              [[*keys, "epoch", "val_acc", "train_loss"]].reset_index(drop=True)
+              for h, t in zip(hist, (pd.read_parquet(d / "gridtest" / "trials.parquet")
+                                     for d in (tmp_path / "runs", tmp / "runs")))]
+    pd.testing.assert_frame_equal(curves[0], curves[1])
+    assert (yaml.safe_load((tmp_path / "runs/gridtest/best/rank1.yaml").read_text())
+            == yaml.safe_load((tmp / "runs/gridtest/best/rank1.yaml").read_text()))

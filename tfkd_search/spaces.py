@@ -149,6 +149,8 @@ class Scheduler(Strict):
 class Resources(Strict):
     cpu: float = Field(1.0, gt=0.0)
     gpu: float = Field(0.0, ge=0.0, le=1.0, description="share of one GPU per trial, 1/k")
+    pack: bool | None = Field(None, description="run the trials that share a GPU in one process, each "
+                              "on its own CUDA stream (default: when gpu < 1 and GPUs are used)")
 
 
 class SearchBlock(Strict):

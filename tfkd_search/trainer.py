@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,7 @@ class TrainResult:
 
 Reporter = Callable[[EpochReport], None]
 StepHook = Callable[[int, int], None]  # (step done, steps in the epoch), called after every step
+Event = tuple[int, int] | EpochReport  # what `training()` yields
 
 
 def resolve_device(name: str) -> torch.device:
@@ -245,6 +246,28 @@ def train(cfg: RunConfig, *, data: DataSplits | None = None, report: Reporter | 
 
     A NaN/inf training loss ends the run with status "diverged" (reported, not raised).
     """
+    run = training(cfg, data=data, resume=resume)
+    while True:
+        try:
+            event = next(run)
+        except StopIteration as end:
+            return end.value
+        if isinstance(event, EpochReport):
+            if report is not None:
+                report(event)
+        elif on_step is not None:
+            on_step(*event)
+
+
+def training(cfg: RunConfig, *, data: DataSplits | None = None,
+             resume: Mapping[str, Any] | None = None) -> Generator[Event, None, TrainResult]:
+    """`train()` as a generator that yields after every optimisation step and every epoch.
+
+    It yields `(step, steps per epoch)` after each step and an `EpochReport` after each epoch, and
+    returns the `TrainResult`. `train()` drives it alone; `packing.TrialHost` interleaves several of
+    them step by step on one GPU, each on its own CUDA stream (see there). All setup happens at the
+    first `next()`, so a host builds every trial on its own thread.
+    """
     t_start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -330,8 +353,7 @@ def train(cfg: RunConfig, *, data: DataSplits | None = None, report: Reporter | 
         for step, (x, y) in enumerate(train_b.epoch(gen)):
             lr = lr_at(cfg, epoch, step, steps)
             runner(x, y, lr)
-            if on_step is not None:
-                on_step(step + 1, steps)
+            yield step + 1, steps
         sums = runner.sums
         tr = (sums / max(train_b.num_samples, 1)).tolist()  # the epoch's one host sync
         train_s = time.perf_counter() - t0
@@ -351,9 +373,8 @@ def train(cfg: RunConfig, *, data: DataSplits | None = None, report: Reporter | 
             best_val = val_acc if math.isnan(best_val) else max(best_val, val_acc)
         status = "diverged" if diverged else ("completed" if epoch + 1 == epochs else "running")
         done = epoch + 1
-        if report is not None:
-            report(EpochReport(epoch=done, epochs=epochs, metrics=row, status=status,
-                               make_checkpoint=lambda d=done: make_checkpoint(d)))
+        yield EpochReport(epoch=done, epochs=epochs, metrics=row, status=status,
+                          make_checkpoint=lambda d=done: make_checkpoint(d))
         if diverged:
             break
 

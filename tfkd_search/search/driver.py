@@ -22,6 +22,7 @@ from ..scheduling import Halving
 from ..spaces import Space, concurrency
 from ..tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
 from .cluster import RayOptions, init_ray, preflight
+from .hosting import start_registry, stop_registry
 from .progress import make_callback
 from .scheduler import RUNGS_FILE, make_scheduler
 from .storage import is_object_store, join_uri, prepare_run_dir, resolve_paths, space_digest, \
@@ -115,7 +116,16 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
 
     halving = halving_of(space)
     exp_path = join_uri(storage_root, name) if object_store else run_dir.as_posix()
+    registry = None
+    if packs(space, gpu_share):
+        registry = start_registry(max_trials=max(8, 2 * round(1 / gpu_share))
+                                  if gpu_share else 64)
+        printer(f"packing: the {round(1 / gpu_share)} trials of each GPU run in one host process, each "
+                f"on its own CUDA stream (search.resources.pack: false runs one process per trial)"
+                if gpu_share else "packing: the trials of each node run in one host process "
+                "(search.resources.pack: true on the CPU)")
     tuner = _tuner(space, ranking, halving, base=base, gpu_share=gpu_share, conc=conc,
+                   registry=registry,
                    storage_root=storage_root, name=name, run_dir=run_dir, resume=resume,
                    exp_path=exp_path, callback=make_callback(
                        {"uri": uri, "experiment": name, "parent_id": parent_id,
@@ -136,6 +146,9 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
         printer(f"interrupted: finished trials are saved; continue with --resume --name {name}")
         tracker.finish(parent_id, "KILLED")
         raise
+    finally:
+        if registry is not None:
+            stop_registry(registry, printer)
     wall = time.time() - t0
     records = [_record(r, space, ranking) for r in results]
     trials = folder.write_tables(records, list(space.params))
@@ -172,9 +185,15 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
                          mlflow_uri=uri, parent_run_id=parent_id)
 
 
+def packs(space: Space, gpu_share: float) -> bool:
+    """Whether the trials of a GPU share one host process (`search.hosting`)."""
+    pack = space.spec.search.resources.pack
+    return bool(pack) if pack is not None else 0 < gpu_share < 1
+
+
 def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dict[str, Any],
            gpu_share: float, conc: int | None, storage_root: str, name: str, run_dir: Path,
-           resume: bool, exp_path: str, callback: Any) -> Any:
+           resume: bool, exp_path: str, callback: Any, registry: Any = None) -> Any:
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -186,7 +205,7 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
                              window=ranking.window,
                              rungs=list(halving.rungs) if halving is not None else [],
                              cpus=s.resources.cpu,
-                             gpu_share=gpu_share, source=space.source),
+                             gpu_share=gpu_share, source=space.source, registry=registry),
         {"cpu": s.resources.cpu, "gpu": gpu_share})
     if resume:
         return Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,

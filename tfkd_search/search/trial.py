@@ -61,17 +61,21 @@ def train_explaining_oom(train: Any, cfg: Any, gpu_share: float, **kwargs: Any) 
 
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode: str, window: int,
-              rungs: Sequence[int], cpus: float, gpu_share: float, source: str) -> None:
+              rungs: Sequence[int], cpus: float, gpu_share: float, source: str,
+              registry: Any = None) -> None:
     """Ray Tune function trainable: one trial = one `train()` with the searched values applied.
 
-    Checkpoints go to Tune only where resume and the scheduler need them: at the rung epochs (a
-    trial paused there restarts from it), every `checkpoint_every` epochs and at the end. A trial
-    restored from a checkpoint first repeats its last report, so the scheduler decides about it
-    again from the same numbers (it may have been paused at a rung when the driver stopped)."""
+    Checkpoints go to Tune only where resume and the scheduler need them
+    (`packing.wants_checkpoint`): at the rung epochs (a trial paused there restarts from it), every
+    `checkpoint_every` epochs and at the end. A trial restored from a checkpoint first repeats its
+    last report, so the scheduler decides about it again from the same numbers (it may have been
+    paused at a rung when the driver stopped). With a host `registry` the trial trains packed with
+    the other trials of its GPU in that GPU's host process (`search.hosting`), otherwise here."""
     import torch
     from ray import tune
 
     from ..config import build_run_config
+    from ..packing import wants_checkpoint
     from ..trainer import EpochReport, train
 
     cfg = build_run_config(with_overrides(base, params), source=source, prefix="base")
@@ -100,14 +104,21 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode
             result[SCORE] = WORST[mode]
             tune.report(result)
             return
-        if ep.epoch in keep or ep.epoch % cfg.checkpoint_every == 0 or ep.epoch == ep.epochs:
+        if wants_checkpoint(ep.epoch, ep.epochs, keep, cfg.checkpoint_every):
             with tempfile.TemporaryDirectory(prefix="tfkd-ckpt-") as tmp:
                 torch.save(ep.make_checkpoint(), Path(tmp) / STATE_FILE)
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
         else:
             tune.report(result)
 
-    train_explaining_oom(train, cfg, gpu_share, report=report, resume=state)
+    if registry is not None:
+        from .hosting import hosted_train
+
+        hosted_train(registry, tune.get_context().get_trial_id(), cfg, resume=state, rungs=keep,
+                     checkpoint_every=cfg.checkpoint_every, report=report,
+                     oom_error=lambda detail: TrialOutOfMemory(oom_advice(cfg, gpu_share, detail)))
+    else:
+        train_explaining_oom(train, cfg, gpu_share, report=report, resume=state)
 
 
 def _result(metrics: dict[str, Any], epoch: int, metric: str, window: int, values: list[float], *,
