@@ -277,8 +277,9 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=1.0, help="GPU-busy minutes per search (default 1)")
     p.add_argument("--packing", type=int, nargs="+", default=[1, 2, 4, 8],
                    help="trials per GPU, packed in one host process (search.resources.pack: true)")
-    p.add_argument("--processes", type=int, nargs="*", default=[4],
-                   help="trials per GPU as one process each (pack: false), for comparison")
+    p.add_argument("--processes", type=int, nargs="*",
+                   help="trials per GPU as one process each (pack: false), for comparison (default 4; "
+                   "none with --smoke)")
     p.add_argument("--model", default="resnet18")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--big-batch", type=int, default=512)
@@ -300,9 +301,10 @@ def main() -> int:
     device = torch.device("cuda" if cuda else "cpu")
     gpu_name = torch.cuda.get_device_name(0) if cuda else "cpu"
     if args.smoke:
-        args.model, args.batch, args.big_batch, args.packing, args.processes = \
-            "tiny_cnn", 32, 64, [2], [2]
+        args.model, args.batch, args.big_batch, args.packing = "tiny_cnn", 32, 64, [2]
         args.epochs = args.epochs or 2
+    if args.processes is None:
+        args.processes = [] if args.smoke else [4]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="tfkd-search-thr-"))
     work.mkdir(parents=True, exist_ok=True)
     work = work.resolve()

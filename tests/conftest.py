@@ -25,3 +25,4 @@ def make_cfg() -> Callable[..., RunConfig]:
         return build_run_config(with_overrides(raw, {**top, **(overrides or {})}))
 
     return build
+

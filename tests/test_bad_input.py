@@ -327,7 +327,13 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def _marked(case: Case) -> Any:
+    """A case that first runs a real search (a resume of another space) starts Ray."""
+    ray = "{other}" in " ".join(case.args)
+    return pytest.param(case, marks=[pytest.mark.ray, pytest.mark.slow]) if ray else case
+
+
+@pytest.mark.parametrize("case", [_marked(c) for c in CASES], ids=lambda c: c.id)
 def test_bad_input(case: Case, tmp_path: Path, env, teacher, request) -> None:
     values = {"tmp": str(tmp_path), **teacher}
     other_before = None

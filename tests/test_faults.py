@@ -307,6 +307,9 @@ def test_driver_killed_then_resume_completes_every_point_once(tmp_path: Path, mo
     hist = pd.read_parquet(run_dir / "history.parquet")
     for tid, epochs in hist.groupby("trial_id")["epoch"].apply(list).items():
         assert epochs == list(range(1, EPOCHS + 1)), (tid, epochs)
+    for d in run_dir.glob("trial_*"):  # the interrupted trial went on from its checkpoint
+        epochs = [r["epoch"] for r in result_lines(d)]
+        assert epochs.count(1) == 1, (d.name, epochs)
     _, kids = search_runs(f"sqlite:///{storage / 'mlflow.db'}", "killed")
     assert len(kids) == 4 and {k.info.status for k in kids} == {"FINISHED"}
 

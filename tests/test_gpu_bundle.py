@@ -158,12 +158,9 @@ def test_search_throughput_smoke_on_cpu(tmp_path) -> None:
     data = json.loads(out.read_text())
     assert data["ok"] and data["smoke"] and data["device"] == "cpu"
     assert [r["mode"] for r in data["baseline"]][0].startswith("classic")
-    packed, procs = data["searches"]  # the packed search (one host process) and one process per trial
-    assert (packed["packed"], procs["packed"]) == (True, False)
-    for s in (packed, procs):
-        assert s["returncode"] == 0 and s["trials"] == 2 and s["images_per_s"] > 0
-        assert s["first_epoch_s"] is not None and s["first_epoch_s"] > 0
-        assert s["overhead_fraction"] is not None  # from Ray's result.json (2 epochs per trial)
-        assert s["gpu_busy"] is None and s["peak_mib"] is None  # no nvidia-smi on a CPU machine
+    (s,) = data["searches"]  # the smoke runs the packed search (one host process) only
+    assert s["packed"] and s["returncode"] == 0 and s["trials"] == 2 and s["images_per_s"] > 0
+    assert s["first_epoch_s"] is not None and s["first_epoch_s"] > 0
+    assert s["overhead_fraction"] is not None  # from Ray's result.json (2 epochs per trial)
+    assert s["gpu_busy"] is None and s["peak_mib"] is None  # no nvidia-smi on a CPU machine
     assert "vs classic" in text and "search 2 trials/GPU, packed" in text
-    assert "search 2 trials/GPU, processes" in text

@@ -15,7 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from _proc import (cleanup, cli_env, free_port, port_open, result_lines, run_cli, search_runs,
-                   sigkill_driver, start_cli, wait_for)
+                   start_cli, wait_for)
 from _spaces import base_cfg, grid_params, search_block, write_space
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -177,57 +177,34 @@ def _params(run_dir: Path) -> list[tuple]:
 
 def test_optuna_search_is_reproducible_with_a_seed(tmp_path):
     runs = []
-    for name, seed in (("opt_a", 7), ("opt_b", 7), ("opt_c", 8)):
-        res = run_cli(["--space", str(_optuna_space(tmp_path, name, seed)), "--storage",
+    for name in ("opt_a", "opt_b"):
+        res = run_cli(["--space", str(_optuna_space(tmp_path, name, 7)), "--storage",
                        str(tmp_path / "runs")], cli_env(), timeout=300)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
         runs.append(_params(tmp_path / "runs" / name))
     assert len(runs[0]) == 4
     assert runs[0] == runs[1]
-    assert runs[0] != runs[2]
     for tau, alpha, bs in runs[0]:
         assert 1.0 <= tau <= 20.0 and 0.1 <= alpha <= 0.9 and 32 <= bs <= 64
+    # the seed is what fixes them: the same searcher, as the driver builds it, with another seed
+    # suggests other values (Optuna in-process; no trials needed)
+    assert _suggested(tmp_path, 7) == _suggested(tmp_path, 7) != _suggested(tmp_path, 8)
 
 
-def test_driver_killed_then_resume_runs_every_trial_exactly_once(tmp_path):
-    # one trial at a time, each long enough that the kill lands between two finished trials
-    base = base_cfg(4, data={"dataset": "synthetic", "synthetic_size": 3000, "val_fraction": 0.1})
-    space = write_space(tmp_path / "grid.yaml", "killme", grid_search_block(
-        scheduler={"kind": "none"}, max_concurrent=1), base=base)
-    run_dir = tmp_path / "runs" / "killme"
-    env = cli_env()
-    proc = start_cli(["--space", str(space), "--storage", str(tmp_path / "runs")], env,
-                     tmp_path / "first.log")
+def _suggested(tmp: Path, seed: int) -> list[tuple]:
+    from tfkd_search.search.driver import make_searcher, ranking_of
+    from tfkd_search.search.trial import SCORE, to_tune
+    from tfkd_search.spaces import load_space
 
-    def finished_trials() -> list[Path]:
-        return [d for d in run_dir.glob("trial_*")
-                if any(r.get("epoch") == 4 for r in result_lines(d))]
-
-    try:
-        wait_for(lambda: len(finished_trials()) >= 2, 300, interval=0.05,
-                 what="two finished trials")  # then pull the plug mid-search
-    finally:
-        sigkill_driver(proc, env)
-    done_before = {d.name: len(result_lines(d)) for d in finished_trials()}
-    assert 2 <= len(done_before) < 6
-    assert not (run_dir / "trials.parquet").exists()
-
-    res = run_cli(["--space", str(space), "--storage", str(tmp_path / "runs"), "--resume"],
-                  env, timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    trials = pd.read_parquet(run_dir / "trials.parquet")
-    assert len(trials) == 6 and trials["trial_id"].is_unique
-    assert sorted(zip(trials["loss.tau"], trials["loss.alpha"])) == sorted(
-        itertools.product(TAUS, ALPHAS))
-    assert (trials["status"] == "completed").all(), trials
-    for name, n in done_before.items():  # finished trials were not run again
-        assert len(result_lines(run_dir / name)) == n
-    for d in run_dir.glob("trial_*"):  # no trial restarted from epoch 1
-        epochs = [r["epoch"] for r in result_lines(d)]
-        assert epochs.count(1) == 1, (d.name, epochs)
-    _, kids = search_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "killme")
-    assert len(kids) == 6
-    assert {k.info.status for k in kids} == {"FINISHED"}
+    space = load_space(_optuna_space(tmp, f"s{seed}", seed))
+    ranking = ranking_of(space)
+    searcher = make_searcher(space, ranking, None)
+    searcher.set_search_properties(SCORE, ranking.mode, {k: to_tune(d) for k, d in space.params.items()})
+    out = []
+    for i in range(4):
+        c = searcher.suggest(f"t{i}")
+        out.append((round(c["loss.tau"], 10), round(c["loss.alpha"], 10), c["optim.batch_size"]))
+    return out
 
 
 def test_killed_trial_process_restarts_from_its_checkpoint(tmp_path):

@@ -191,14 +191,23 @@ def packs(space: Space, gpu_share: float) -> bool:
     return bool(pack) if pack is not None else 0 < gpu_share < 1
 
 
+def make_searcher(space: Space, ranking: Ranking, max_concurrent: int | None) -> Any:
+    """The space's searcher (seeded: the same space suggests the same trials) as a Tune searcher."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = space.spec.search
+    if s.searcher.kind == "optuna":
+        searcher: Any = OptunaSearch(seed=s.searcher.seed, metric=SCORE, mode=ranking.mode)
+        return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
+    return BasicVariantGenerator(random_state=s.searcher.seed, max_concurrent=max_concurrent or 0)
+
+
 def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dict[str, Any],
            gpu_share: float, conc: int | None, storage_root: str, name: str, run_dir: Path,
            resume: bool, exp_path: str, callback: Any, registry: Any = None) -> Any:
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
     s = space.spec.search
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=base, metric=ranking.metric, mode=ranking.mode,
@@ -213,14 +222,7 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
     # Trials paused at a synchronous rung still count as live for a searcher's concurrency limit:
     # then the scheduler caps the running trials instead (see scheduler.make_scheduler).
     paused = halving is not None and halving.synchronous
-    searcher_conc = None if paused else conc
-    if s.searcher.kind == "optuna":
-        searcher: Any = OptunaSearch(seed=s.searcher.seed, metric=SCORE, mode=ranking.mode)
-        if searcher_conc:
-            searcher = ConcurrencyLimiter(searcher, max_concurrent=searcher_conc)
-    else:
-        searcher = BasicVariantGenerator(random_state=s.searcher.seed,
-                                         max_concurrent=searcher_conc or 0)
+    searcher = make_searcher(space, ranking, None if paused else conc)
     scheduler = (make_scheduler(halving, run_dir / RUNGS_FILE, max_running=conc if paused else None)
                  if halving is not None else None)
     return Tuner(
