@@ -272,3 +272,19 @@ def test_set_reaches_dotted_parameter_names(tmp_path: Path) -> None:
                                                         "high": 0.9}})
     assert space.params["loss.tau"].values == [4.0, 8.0, 16.0]
     assert space.params["loss.alpha"].low == 0.1
+
+
+@pytest.mark.parametrize("pack,gpu,gpus,packed", [
+    (None, 0.25, 8, True), (None, 1.0, 8, False), (None, 0.25, 0, False),  # default: shared GPUs only
+    (False, 0.25, 8, False), (True, 0.0, 0, True),  # explicit: pack true packs CPU trials too
+])
+def test_packing_follows_the_gpu_share_unless_set(tmp_path: Path, pack, gpu, gpus, packed) -> None:
+    from tfkd_search.spaces import packs
+
+    resources = {"cpu": 1, "gpu": gpu, **({} if pack is None else {"pack": pack})}
+    space = load_space(write_space(tmp_path / "p.yaml", "p", {
+        "params": grid_params(**{"loss.tau": [1.0, 4.0]}), "searcher": {"kind": "grid"},
+        "resources": resources}))
+    assert packs(space, gpu if gpus else 0.0) is packed
+    shown = "packed: the trials of a GPU share one host process" in describe(space, gpus=gpus, cpus=8)
+    assert shown is packed

@@ -410,13 +410,22 @@ def describe(space: Space, gpus: float = 0, cpus: float | None = None) -> str:
         sched = "none (every trial runs the whole budget)"
     lines += [f"  searcher: {s.searcher.kind} (seed {s.searcher.seed}); trials: {space.num_trials()}",
               f"  scheduler: {sched}",
-              f"  resources per trial: {s.resources.cpu:g} CPU, {s.resources.gpu:g} GPU",
+              f"  resources per trial: {s.resources.cpu:g} CPU, {s.resources.gpu:g} GPU"
+              + (", packed: the trials of a GPU share one host process, one CUDA stream each"
+                 if packs(space, s.resources.gpu if gpus else 0.0) else ""),
               f"  at most {space.num_trials() * space.budget} trial-epochs without early stopping"]
     conc = concurrency(space, gpus, cpus)
     if conc:
         lines.append(f"  concurrent trials: {conc} ({'GPUs' if gpus else 'CPUs'}: "
                      f"{gpus if gpus else cpus:g})")
     return "\n".join(lines)
+
+
+def packs(space: Space, gpu_share: float) -> bool:
+    """Whether the trials of a GPU share one host process (`search.resources.pack`; default: when
+    trials share a GPU)."""
+    pack = space.spec.search.resources.pack
+    return bool(pack) if pack is not None else 0 < gpu_share < 1
 
 
 def concurrency(space: Space, gpus: float, cpus: float | None) -> int | None:

@@ -19,7 +19,7 @@ from ..overrides import flatten
 from ..errors import TfkdError
 from ..runfolder import Ranking, RunFolder, TrialRecord
 from ..scheduling import Halving
-from ..spaces import Space, concurrency
+from ..spaces import Space, concurrency, packs
 from ..tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
 from .cluster import RayOptions, init_ray, preflight
 from .hosting import start_registry, stop_registry
@@ -183,12 +183,6 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
     _print_mlflow(printer, tracker, parent_id)
     return SearchOutcome(run_dir=run_dir, trials=trials, exported=exported,
                          mlflow_uri=uri, parent_run_id=parent_id)
-
-
-def packs(space: Space, gpu_share: float) -> bool:
-    """Whether the trials of a GPU share one host process (`search.hosting`)."""
-    pack = space.spec.search.resources.pack
-    return bool(pack) if pack is not None else 0 < gpu_share < 1
 
 
 def make_searcher(space: Space, ranking: Ranking, max_concurrent: int | None) -> Any:
