@@ -407,6 +407,10 @@ class LocalCluster:
                               cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 
+# the tests of the module's cluster run on one xdist worker (`--dist loadgroup`): it is started once
+ON_THE_CLUSTER = pytest.mark.xdist_group("test_cluster")
+
+
 @pytest.fixture(scope="module")
 def cluster():
     c = LocalCluster()
@@ -463,6 +467,7 @@ def _mlflow_children(storage: Path, experiment: str) -> tuple[object, list]:
 
 @pytest.mark.ray
 @pytest.mark.slow
+@ON_THE_CLUSTER
 def test_job_submitted_search_runs_trials_on_every_worker(cluster, tmp_path):
     wd = _space(tmp_path / "job", "spread", DIGITS, [1.0, 2.0, 4.0, 8.0])
     storage = tmp_path / "runs"
@@ -493,6 +498,7 @@ def test_job_submitted_search_runs_trials_on_every_worker(cluster, tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
+@ON_THE_CLUSTER
 def test_worker_node_killed_mid_search_trials_continue_on_the_other(cluster, tmp_path):
     # slow enough epochs (~1 s) to kill a node in the middle of a trial
     base = {**DIGITS, "data": {"dataset": "synthetic", "synthetic_size": 12000, "val_fraction": 0.1},
@@ -548,6 +554,7 @@ def test_worker_node_killed_mid_search_trials_continue_on_the_other(cluster, tmp
 
 @pytest.mark.ray
 @pytest.mark.slow
+@ON_THE_CLUSTER
 def test_gpu_wait_from_the_job_entrypoint_then_a_clear_error(cluster, tmp_path):
     wd = _space(tmp_path / "job", "gpuwait", DIGITS, [1.0])
     res = cluster.submit(wd, ["tfkd-search", "--space", "space.yaml", "--gpus", "1", "--gpu-wait", "3",
@@ -571,6 +578,7 @@ def _unshare_prefix() -> list[str] | None:
 
 @pytest.mark.ray
 @pytest.mark.slow
+@ON_THE_CLUSTER
 def test_storage_a_node_cannot_see_is_refused_before_training(cluster, tmp_path):
     prefix = _unshare_prefix()
     if prefix is None:

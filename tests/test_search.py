@@ -18,7 +18,8 @@ from _proc import (cleanup, cli_env, free_port, port_open, result_lines, run_cli
                    start_cli, wait_for)
 from _spaces import base_cfg, grid_params, search_block, write_space
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+# one xdist worker runs this module (`-n 2 --dist loadgroup`): the `finished` search is made once
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("test_search")]
 
 TAUS, ALPHAS = [1.0, 4.0, 16.0], [0.3, 0.9]
 
