@@ -65,6 +65,8 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
     preflight(address, gpus, mlflow_uri)
     if not address:  # embedded Ray on loopback only: must be set before Ray is imported
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # a snapshot after every trial checkpoint is intended (see _tuner): no warning about it
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     name = name or space.spec.name
     s = space.spec.search
     ranking = ranking_of(space)
@@ -229,7 +231,11 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
         run_config=RunConfig(
             name=name, storage_path=storage_root, verbose=0, callbacks=[callback],
             failure_config=FailureConfig(max_failures=s.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2)))
+            # num_to_keep=1: Tune snapshots the experiment state after every trial checkpoint
+            # (it forces one once a trial has made num_to_keep checkpoints since the last), so a
+            # driver killed right after a trial's last epoch resumes that trial from its final
+            # checkpoint instead of training its last epoch again
+            checkpoint_config=CheckpointConfig(num_to_keep=1)))
 
 
 def _record(result: Any, space: Space, ranking: Ranking) -> TrialRecord:
