@@ -34,8 +34,8 @@ from typing import Any
 import torch
 
 from .config import RunConfig
-from .data import DataSplits, load_splits
-from .trainer import EpochReport, TrainResult, resolve_device, training
+from .data import DataSplits
+from .trainer import EpochReport, TrainResult, load_run_data, resolve_device, training
 
 
 def wants_checkpoint(epoch: int, epochs: int, rungs: Collection[int], every: int) -> bool:
@@ -258,9 +258,7 @@ class TrialHost:
         key = (d.dataset, str(d.data_dir), d.val_fraction, d.split_seed, cfg.evaluate_test,
                d.synthetic_size)
         if key not in self._data:
-            s = load_splits(d.dataset, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed,
-                            with_test=cfg.evaluate_test, download=d.download,
-                            synthetic_size=d.synthetic_size)
+            s = load_run_data(cfg)
             moved = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v)
                      for k, v in s.__dict__.items()}
             if self.device.type == "cuda":

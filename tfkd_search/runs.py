@@ -157,13 +157,10 @@ def preflight(cfg: RunConfig, source: str = "config", prefix: str = "") -> Any:
     """Check the teacher and load the data of `cfg` before any folder or MLflow run is made, so
     that a bad checkpoint or a missing dataset fails in seconds and leaves nothing behind.
     Returns the loaded DataSplits (train() can reuse them)."""
-    from .data import load_splits
+    from .trainer import load_run_data
 
     check_teacher(cfg, source, prefix)
-    d = cfg.data
-    return load_splits(d.dataset, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed,
-                       with_test=cfg.evaluate_test, download=d.download,
-                       synthetic_size=d.synthetic_size)
+    return load_run_data(cfg)
 
 
 def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gpus: float,

@@ -96,6 +96,14 @@ def lr_at(cfg: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     return base * s.gamma ** sum(epoch >= m for m in milestones)
 
 
+def load_run_data(cfg: RunConfig) -> DataSplits:
+    """The splits `cfg.data` describes (the one place a run's data is loaded from its config)."""
+    d = cfg.data
+    return load_splits(d.dataset, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed,
+                       with_test=cfg.evaluate_test, download=d.download,
+                       synthetic_size=d.synthetic_size)
+
+
 def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.Module:
     """Build the teacher from its checkpoint; eval mode, no gradients."""
     assert cfg.teacher is not None
@@ -276,10 +284,7 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and use_cuda)
     channels_last = cfg.channels_last if cfg.channels_last is not None else use_cuda
     if data is None:
-        d = cfg.data
-        data = load_splits(d.dataset, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed,
-                           with_test=cfg.evaluate_test, download=d.download,
-                           synthetic_size=d.synthetic_size)
+        data = load_run_data(cfg)
     info = data.info
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, info.num_classes, info.in_channels).to(device)

@@ -42,9 +42,6 @@ class HostActor:
     def close(self, key: str) -> None:
         self.host.close(key)
 
-    def keys(self) -> list[str]:
-        return self.host.keys()
-
     def opened(self) -> int:
         return self.host.opened
 
