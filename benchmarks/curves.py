@@ -2,6 +2,7 @@
 
     python benchmarks/curves.py benchmarks/curves_digits_tiny_cnn.yaml --seeds 3 --workers 2
     python benchmarks/curves.py search_spaces/quickstart.yaml --seeds 2 --workers 1 --out OUT.parquet
+    python benchmarks/curves.py benchmarks/curves_cifar10_resnet18.yaml --data-dir D   # GPU: packed
 
 SPEC is a search-space YAML (its base config and its grid params) or a curves YAML::
 
@@ -13,9 +14,10 @@ SPEC is a search-space YAML (its base config and its grid params) or a curves YA
     seeds: [0, 1]                               # default seeds (--seeds N overrides: 0..N-1)
     out: results/curves-digits-tiny_cnn.parquet  # relative to the curves YAML
 
-No Ray: trials run `tfkd_search.trainer.train(cfg, data=splits, report=callback)` in K worker processes
-(`--workers`), each of which loads the data once. On a GPU several workers share it; on the CPU use 1-2
-workers with `--threads 1`. Every epoch is recorded (val_acc, val_loss, lr, train loss parts) and the
+No Ray. On a GPU (default `--pack 4`) the trials are packed in this one process on a
+`tfkd_search.packing.TrialHost`, each on its own CUDA stream, as the search packs them; without packing
+(`--pack 0`, the CPU default) they run `tfkd_search.trainer.train(cfg, data=splits, report=callback)` in
+`--workers` processes (CPU: 1-2, `--threads 1`). Either way the data is loaded once per process. Every epoch is recorded (val_acc, val_loss, lr, train loss parts) and the
 stand-in test accuracy at the end, in one parquet file (one row per config, seed and epoch) whose schema
 metadata holds the base config, budget and groups. The file is rewritten after every trial, and a rerun
 skips the (config, seed) pairs it already holds, so an interrupted recording continues.
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from tfkd_search.config import (build_run_config, config_to_dict, get_path, read_yaml,  # noqa: E402
                                 with_overrides)
+from tfkd_search.overrides import parse_set  # noqa: E402
 
 # Config keys recorded for every config (the identity of a curve), then any other searched path.
 KEYS = ("method", "loss.semantics", "loss.tau", "loss.alpha", "loss.a", "loss.multiplier", "loss.eps")
@@ -60,8 +63,9 @@ def config_id(group: str, values: dict[str, Any]) -> str:
     return f"{group}:{inner}" if inner else group
 
 
-def load_spec(path: str | Path) -> dict[str, Any]:
-    """The configs to record: {'configs': [{id, group, cfg (dict), values}], 'meta': {...}}."""
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The configs to record: {'configs': [{id, group, cfg (dict), values}], 'meta': {...}};
+    `overrides` (--set) apply after the curves YAML's own `set`."""
     from tfkd_search.spaces import Grid, grid_points, load_space
 
     path = Path(path)
@@ -71,7 +75,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         space_path = (path.parent / str(spec["space"])).resolve()
     else:
         spec, space_path = {}, path
-    space = load_space(space_path, spec.get("set") or {})
+    space = load_space(space_path, {**(spec.get("set") or {}), **(overrides or {})})
     base = space.base_dict()
     base["evaluate_test"] = True
     grid = {k: d for k, d in space.params.items()}
@@ -113,21 +117,20 @@ def load_spec(path: str | Path) -> dict[str, Any]:
 _DATA: Any = None
 
 
-def _init_worker(data_block: dict[str, Any], threads: int | None) -> None:
+def _init_worker(cfg_dict: dict[str, Any], threads: int | None) -> None:
     global _DATA
     import torch
 
-    from tfkd_search.data import load_splits
+    from tfkd_search.trainer import load_run_data
 
     if threads:
         torch.set_num_threads(threads)
-    _DATA = load_splits(data_block["dataset"], data_block.get("data_dir"),
-                        val_fraction=data_block["val_fraction"], split_seed=data_block["split_seed"],
-                        with_test=True, download=False, synthetic_size=data_block["synthetic_size"])
+    _DATA = load_run_data(build_run_config(cfg_dict, source="curves"))
 
 
-def _train_one(cid: str, cfg_dict: dict[str, Any], seed: int, threads: int | None) -> dict[str, Any]:
-    from tfkd_search.trainer import EpochReport, train
+def _record(cid: str, cfg_dict: dict[str, Any], seed: int, threads: int | None, run: Any) -> dict[str, Any]:
+    """Train one (config, seed) with `run(cfg, report) -> (status, test_acc)`; every epoch recorded."""
+    from tfkd_search.trainer import EpochReport
 
     cfg = build_run_config({**cfg_dict, "seed": seed, **({"threads": threads} if threads else {})},
                            source=cid)
@@ -138,10 +141,30 @@ def _train_one(cid: str, cfg_dict: dict[str, Any], seed: int, threads: int | Non
                      "diverged": 1.0 if ep.status == "diverged" else 0.0})
 
     t0 = time.time()
-    res = train(cfg, data=_DATA, report=report)
-    test = float(res.test_acc) if res.test_acc is not None else math.nan
-    return {"id": cid, "seed": seed, "rows": rows, "test_acc": test, "status": res.status,
-            "seconds": time.time() - t0}
+    status, test = run(cfg, report)
+    return {"id": cid, "seed": seed, "rows": rows, "status": status,
+            "test_acc": float(test) if test is not None else math.nan, "seconds": time.time() - t0}
+
+
+def _train_one(cid: str, cfg_dict: dict[str, Any], seed: int, threads: int | None) -> dict[str, Any]:
+    """A worker process's trial (the data loaded once per worker by `_init_worker`)."""
+    from tfkd_search.trainer import train
+
+    def run(cfg: Any, report: Any) -> tuple[str, float | None]:
+        res = train(cfg, data=_DATA, report=report)
+        return res.status, res.test_acc
+
+    return _record(cid, cfg_dict, seed, threads, run)
+
+
+def _train_packed(host: Any, cid: str, cfg_dict: dict[str, Any], seed: int,
+                  threads: int | None) -> dict[str, Any]:
+    """A trial packed on `host` (a `TrialHost` of this process), driven from a pool thread."""
+    def run(cfg: Any, report: Any) -> tuple[str, float | None]:
+        summary = host.train(f"{cid}#{seed}", cfg, report=report)
+        return summary["status"], summary.get("test_acc")
+
+    return _record(cid, cfg_dict, seed, threads, run)
 
 
 # -- driver ----------------------------------------------------------------------------------------
@@ -188,16 +211,22 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="a search-space YAML or a curves YAML")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the curves YAML's list, or 2)")
-    p.add_argument("--workers", type=int, default=1, help="trial processes (CPU: 1-2; GPU: 4-8)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="trial processes when trials are not packed (CPU: 1-2)")
+    p.add_argument("--pack", type=int, default=None,
+                   help="trials packed in this one process, each on its own CUDA stream (the search's "
+                        "packing; default 4 on a GPU, 0 = worker processes on the CPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per worker (default 1 on the CPU, torch's default on a GPU)")
     p.add_argument("--out", help="parquet to write (default: the curves YAML's out, or "
                                  "benchmarks/results/curves-<space name>.parquet)")
     p.add_argument("--data-dir", help="set data.data_dir of every config")
     p.add_argument("--limit", type=int, help="record only the first N configs (smoke runs)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the spec's `set` (e.g. --set schedule.budget=2 --set model.name=tiny_cnn)")
     args = p.parse_args(argv)
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, parse_set(args.overrides))
     configs, meta = spec["configs"], spec["meta"]
     if args.data_dir:
         for c in configs:
@@ -210,8 +239,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     on_gpu = torch.cuda.is_available() and configs[0]["cfg"]["device"] in ("auto", "cuda")
+    pack = args.pack if args.pack is not None else (4 if on_gpu else 0)
     threads = args.threads or (None if on_gpu else 1)
-    meta = {**meta, "seeds": seeds, "device": torch.cuda.get_device_name(0) if on_gpu else "cpu"}
+    meta = {**meta, "seeds": seeds, "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
+            "packed": pack}
     by_id = {c["id"]: c for c in configs}
 
     results: list[dict[str, Any]] = []
@@ -224,17 +255,32 @@ def main(argv: list[str] | None = None) -> None:
                                 "status": str(g["status"].iloc[-1]),
                                 "rows": g[["epoch", *EPOCH_METRICS, "diverged"]].to_dict("records")})
     done = {(r["id"], r["seed"]) for r in results}
-    todo = [(c["id"], s) for s in seeds for c in configs if (c["id"], s) not in done]
+    # config by config, all seeds of one together: a recording cut short still holds whole configs
+    todo = [(c["id"], s) for c in configs for s in seeds if (c["id"], s) not in done]
+    how = f"{pack} trials packed in one process" if pack else f"{args.workers} worker processes"
     print(f"{len(configs)} configs x {len(seeds)} seeds, budget {meta['budget']} epochs: "
-          f"{len(todo)} trials to train ({len(done)} recorded) with {args.workers} workers on "
-          f"{meta['device']} -> {out}", flush=True)
+          f"{len(todo)} trials to train ({len(done)} recorded), {how} on {meta['device']} -> {out}",
+          flush=True)
     t0 = time.time()
-    import multiprocessing as mp
+    if pack:
+        from concurrent.futures import ThreadPoolExecutor
 
-    data_block = configs[0]["cfg"]["data"]
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker, initargs=(data_block, threads)) as pool:
-        pending = {pool.submit(_train_one, cid, by_id[cid]["cfg"], s, threads) for cid, s in todo}
+        from tfkd_search.packing import TrialHost
+
+        if threads:
+            torch.set_num_threads(threads)
+        host = TrialHost(configs[0]["cfg"]["device"], max_trials=pack)
+        pool: Any = ThreadPoolExecutor(max_workers=pack, thread_name_prefix="curves")
+        submit = lambda cid, s: pool.submit(_train_packed, host, cid, by_id[cid]["cfg"], s, threads)  # noqa: E731
+    else:
+        import multiprocessing as mp
+
+        host = None
+        pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(configs[0]["cfg"], threads))
+        submit = lambda cid, s: pool.submit(_train_one, cid, by_id[cid]["cfg"], s, threads)  # noqa: E731
+    try:
+        pending = {submit(cid, s) for cid, s in todo}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
@@ -246,8 +292,17 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['status']}, val {last:.4f}, test {r['test_acc']:.4f} ({r['seconds']:.1f}s)",
                       flush=True)
             write(_frame(results, by_id, meta["keys"]), {**meta, "wall_s": time.time() - t0}, out)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if host is not None:
+            host.stop()
     print(f"done in {time.time() - t0:.0f}s: {out} ({out.stat().st_size / 1e3:.0f} kB)")
 
 
 if __name__ == "__main__":
-    main()
+    from tfkd_search.errors import TfkdError
+
+    try:
+        main()
+    except TfkdError as err:  # a bad spec, --set or dataset: the message, no traceback
+        raise SystemExit(f"curves.py: {err}") from None

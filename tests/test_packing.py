@@ -103,6 +103,22 @@ def test_a_failing_trial_is_reported_and_the_others_go_on(tmp_path):
     assert isinstance(good[-1], HostedEnd) and good[-1].summary["status"] == "completed"
 
 
+def test_train_drives_one_trial_from_the_calling_thread(tmp_path):
+    cfg = _cfg(epochs=2)
+    host = TrialHost("cpu")
+    try:
+        seen: list[int] = []
+        summary = host.train("t", cfg, report=lambda ep: seen.append(ep.epoch))
+        with pytest.raises(RuntimeError, match="nope"):
+            host.train("bad", build_run_config(base_cfg(2, data={"dataset": "cifar10",
+                                                                 "data_dir": str(tmp_path / "nope")})))
+        assert host.keys() == []  # both closed
+    finally:
+        host.stop()
+    assert seen == [1, 2] and summary["status"] == "completed"
+    assert summary["best_val_acc"] == train(cfg).best_val_acc
+
+
 def test_a_replaced_trial_stops_and_its_waiting_caller_hears_it():
     host = TrialHost("cpu")
     try:

@@ -163,6 +163,27 @@ class TrialHost:
             if trial is not None:
                 self._drop(trial)
 
+    def train(self, key: str, cfg: RunConfig, *, report: Any = None) -> dict[str, Any]:
+        """Train `cfg` on this host from the calling thread, like `trainer.train` (no rungs, one checkpoint
+        at the end, dropped): every epoch goes to `report`; returns the result's summary. Several threads
+        calling this at once are several packed trials. A failed trial raises (out of memory as
+        `torch.OutOfMemoryError`)."""
+        self.open(key, cfg, checkpoint_every=cfg.schedule.trained_epochs)
+        try:
+            while True:
+                event = self.next(key)
+                if isinstance(event, HostedEpoch):
+                    if report is not None:
+                        report(event.as_report())
+                    continue
+                if isinstance(event, HostedEnd):
+                    return event.summary
+                if event.out_of_memory:
+                    raise torch.OutOfMemoryError(event.message)
+                raise RuntimeError(f"{event.kind}: {event.message}")
+        finally:
+            self.close(key)
+
     def keys(self) -> list[str]:
         with self._cond:
             return list(self._trials)

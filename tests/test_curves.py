@@ -1,0 +1,57 @@
+"""benchmarks/curves.py records learning curves: packed in one process (the GPU default) and in worker
+processes the numbers are the same on the CPU, a rerun continues a recording, a bad --set is one message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from _proc import ROOT, cli_env
+
+SPEC = ROOT / "benchmarks" / "curves_digits_tiny_cnn.yaml"
+SMALL = ["--limit", "2", "--set", "schedule.budget=3"]
+
+
+def _curves(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curves.py"), str(SPEC), *SMALL, *args],
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reader():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import curves
+
+    return curves.read_curves
+
+
+@pytest.mark.slow
+def test_packed_and_worker_recordings_agree_and_a_rerun_continues(tmp_path, reader) -> None:
+    packed, workers = tmp_path / "packed.parquet", tmp_path / "workers.parquet"
+    r = _curves("--seeds", "1", "--pack", "2", "--out", str(packed))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 trials packed in one process" in r.stdout
+    r = _curves("--seeds", "2", "--pack", "2", "--out", str(packed))  # continues: seed 1 only
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 trials to train (2 recorded)" in r.stdout
+    r = _curves("--seeds", "2", "--pack", "0", "--workers", "1", "--out", str(workers))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "1 worker processes" in r.stdout
+
+    a, meta_a = reader(packed)
+    b, meta_b = reader(workers)
+    assert meta_a["packed"] == 2 and meta_b["packed"] == 0 and meta_a["budget"] == 3
+    key = ["config_id", "seed", "epoch"]
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    assert len(a) == 2 * 2 * 3 and a["config_id"].nunique() == 2
+    same = [c for c in a.columns if c != "epoch_seconds"]
+    assert a[same].equals(b[same]), (a[same].compare(b[same]))
+    assert a["val_acc"].nunique() > 1 and a["test_acc"].notna().all()
+
+
+def test_a_bad_override_is_one_message(tmp_path) -> None:
+    r = _curves("--set", "schedule.budget=-1", "--out", str(tmp_path / "x.parquet"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "schedule.budget" in r.stderr and "-1" in r.stderr
