@@ -261,6 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(configs)} configs x {len(seeds)} seeds, budget {meta['budget']} epochs: "
           f"{len(todo)} trials to train ({len(done)} recorded), {how} on {meta['device']} -> {out}",
           flush=True)
+    from tfkd_search.trainer import load_run_data
+
+    load_run_data(build_run_config(configs[0]["cfg"], source=str(args.spec)))  # a missing dataset: one message
     t0 = time.time()
     if pack:
         from concurrent.futures import ThreadPoolExecutor

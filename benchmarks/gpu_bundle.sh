@@ -6,15 +6,19 @@
 # alembic: no scikit-learn/scipy/matplotlib/flask), pydantic, PyYAML, filelock, pytest (for
 # tests/test_gpu.py), and their dependencies, for one CPython version on manylinux x86_64.
 #
-# Usage: benchmarks/gpu_bundle.sh [--dry-run] [--keep DIR] OUT_DIR
+# With --minimal: only what the trainer and benchmarks/curves.py need beyond the host's packages
+# (pydantic, PyYAML), for benchmarks/gpu_trust.sh: tfkd-gpu-bundle-min-cp<XY>.tar.xz, about 2 MB.
+#
+# Usage: benchmarks/gpu_bundle.sh [--dry-run] [--minimal] [--keep DIR] OUT_DIR
 #        benchmarks/gpu_bundle.sh --prune-only SITE_DIR     (apply the prune + strip rules to a folder)
 #        benchmarks/gpu_bundle.sh --print-rules             (print the prune rules and the excluded names)
 #   --dry-run   resolve the set (wheel metadata only, no wheel downloads) and list what would go in
+#   --minimal   pydantic and PyYAML only (the trainer without Ray, Optuna or MLflow)
 #   --keep DIR  keep the downloaded wheels in DIR (reused on the next run)
 # Environment: PYVER (default 3.12), PLATFORMS (default "manylinux_2_28_x86_64 manylinux2014_x86_64
 #   manylinux_2_17_x86_64"), PYTHON (default python3: the interpreter whose pip resolves; needs pip>=23),
 #   EXTRA_REQS (more requirements, space separated), MAX_MB (default 40: fail above it), XZ_LEVEL (9).
-# Writes OUT_DIR/tfkd-gpu-bundle-cp<XY>.tar.xz holding site/ (a site-packages folder) and MANIFEST.txt.
+# Writes OUT_DIR/tfkd-gpu-bundle[-min]-cp<XY>.tar.xz holding site/ (a site-packages folder) and MANIFEST.txt.
 # Install on the host (what benchmarks/gpu_check.sh does, bundle in the checkout's ignored .gpu_bundle/):
 #   mkdir -p /tmp/tfkd-site && tar -xJf .gpu_bundle/tfkd-gpu-bundle-cp312.tar.xz -C /tmp/tfkd-site
 #   export PYTHONPATH=$PWD:/tmp/tfkd-site/site
@@ -53,7 +57,7 @@ strip ray/core/src/ray/raylet/raylet
 strip ray/core/src/ray/gcs/gcs_server
 EOF
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
 
 prune() {  # prune SITE_DIR: apply RULES, strip ELF binaries; prints what it removed/stripped
   local site=$1 kind path
@@ -73,7 +77,7 @@ prune() {  # prune SITE_DIR: apply RULES, strip ELF binaries; prints what it rem
   done < <(find "$site" -name '*.so*' -type f -print0)
 }
 
-DRY=0 KEEP=""
+DRY=0 KEEP="" MINIMAL=0
 case ${1:-} in
   -h|--help) usage; exit 0 ;;
   --print-rules) echo "$RULES"; echo "exclude $EXCLUDE"; exit 0 ;;
@@ -82,6 +86,7 @@ esac
 while [ $# -gt 0 ]; do
   case $1 in
     --dry-run) DRY=1; shift ;;
+    --minimal) MINIMAL=1; shift ;;
     --keep) KEEP=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -90,6 +95,8 @@ while [ $# -gt 0 ]; do
 done
 [ $# -eq 1 ] || { usage >&2; exit 2; }
 OUT=$1
+[ "$MINIMAL" = 1 ] && REQS="pydantic>=2 PyYAML ${EXTRA_REQS:-}"
+NAME=tfkd-gpu-bundle$([ "$MINIMAL" = 1 ] && echo -min)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 TAG=cp${PYVER/./}
@@ -172,13 +179,13 @@ prune "$SITE" >"$WORK/pruned.txt"
 grep -c . "$WORK/pruned.txt" | awk '{print "prune/strip actions: " $1}' >&2
 du -sm "$SITE" | awk '{print "after prune + strip: " $1 " MB"}' >&2
 {
-  echo "tfkd-gpu-bundle $TAG (${PLATFORMS}) built $(date -u +%FT%TZ)"
+  echo "$NAME $TAG (${PLATFORMS}) built $(date -u +%FT%TZ)"
   echo "install: tar -xJf THIS -C DIR && export PYTHONPATH=CHECKOUT:DIR/site"
   echo "left to the host: $EXCLUDE"
   sed 's/^/bundle /' "$WORK/pins"
   cat "$WORK/pruned.txt"
 } >"$WORK/bundle/MANIFEST.txt"
-ARCHIVE=$OUT/tfkd-gpu-bundle-$TAG.tar.xz
+ARCHIVE=$OUT/$NAME-$TAG.tar.xz
 echo "== compressing $ARCHIVE" >&2
 tar -C "$WORK/bundle" -cf - site MANIFEST.txt | xz -T0 "-${XZ_LEVEL:-9}" >"$ARCHIVE.tmp"
 mv "$ARCHIVE.tmp" "$ARCHIVE"

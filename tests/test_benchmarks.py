@@ -43,3 +43,80 @@ def test_search_efficiency_benchmark_runs_on_cpu(tmp_path) -> None:
     assert sync["trial_epochs"] < full["trial_epochs"]
     assert asynchronous["trial_epochs"] <= full["trial_epochs"]
     assert 0 < full["best_val_acc"] <= 1 and 0 < sync["winner_score"] <= 1
+
+
+def _fake_npz(path, n_per_class: int, classes: int = 10, seed: int = 0):
+    """An .npz in the development copy's format: JPEG files concatenated, offsets, labels, names."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes, dtype=np.uint8), n_per_class)
+    images = rng.integers(0, 256, (len(y), 32, 32, 3), dtype=np.uint8)
+    files = []
+    for img in images:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=75)
+        files.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    offsets = np.concatenate([[0], np.cumsum([len(f) for f in files])]).astype(np.int64)
+    np.savez(path, blob=np.concatenate(files), offsets=offsets, y=y,
+             class_names=np.array([f"class{c}" for c in range(classes)]))
+    return y
+
+
+def test_cifar10_dev_unpacks_a_stratified_stand_in_that_the_loader_reads(tmp_path) -> None:
+    import numpy as np
+
+    from tfkd_search.data import load_splits
+
+    ya = _fake_npz(tmp_path / "a.npz", 6, seed=0)
+    yb = _fake_npz(tmp_path / "b.npz", 4, seed=1)
+    script = str(ROOT / "benchmarks" / "cifar10_dev.py")
+    r = subprocess.run([sys.executable, script, str(tmp_path / "out"), "--npz", str(tmp_path / "a.npz"),
+                        str(tmp_path / "b.npz"), "--test-fraction", "0.3"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "70 train, 30 stand-in test" in r.stdout  # 3 of each class's 10 held out
+    s = load_splits("cifar10", tmp_path / "out", val_fraction=0.0, split_seed=0, with_test=True,
+                    download=False, synthetic_size=0)
+    assert s.train_x.shape == (70, 3, 32, 32) and s.test_x.shape == (30, 3, 32, 32)
+    assert np.bincount(s.test_y.numpy()).tolist() == [3] * 10
+    assert sorted(s.train_y.tolist() + s.test_y.tolist()) == sorted(ya.tolist() + yb.tolist())
+    # no image is in both splits
+    train = {bytes(x.numpy().tobytes()) for x in s.train_x}
+    assert not any(bytes(x.numpy().tobytes()) in train for x in s.test_x)
+
+    bad = subprocess.run([sys.executable, script, str(tmp_path / "o2"), "--npz", str(tmp_path / "nope.npz")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "nope.npz" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_gpu_trust_script_rehearses_on_the_cpu(tmp_path) -> None:
+    """benchmarks/gpu_trust.sh (issue #10's GPU run) end to end with SMOKE=1 on small fake JPEG halves:
+    unpacking, the accuracy runs at both precisions, the curves recording, the files it hands back."""
+    import pandas as pd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _fake_npz(data / "cifar10_train_jpeg_a.npz", 10, seed=0)
+    _fake_npz(data / "cifar10_train_jpeg_b.npz", 10, seed=1)
+    out = tmp_path / "out"
+    env = dict(cli_env(), SMOKE="1", DATA=str(data), OUT=str(out), WORK=str(tmp_path / "work"),
+               PYTHON=sys.executable)
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_trust.sh")], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    steps = (out / "steps.txt").read_text()
+    assert "160 train, 40 stand-in test" in steps and "100 train, 100 stand-in test" in steps
+    assert "== done" in steps and "without packing" not in steps
+    acc = json.loads((out / "accuracy-cifar10-resnet18-cpu.json").read_text())
+    assert [run["precision"] for run in acc["runs"]] == ["fp32", "bf16"]
+    assert all(run["status"] == "completed" and run["epochs"] == 2 for run in acc["runs"])
+    assert acc["checks"]["gap"] is not None and acc["packed"] == 2
+    curves = pd.read_parquet(out / "curves-cifar10-resnet18.parquet")
+    assert curves["config_id"].nunique() == 2 and sorted(curves["seed"].unique()) == [0, 1]
+    assert len(curves) == 2 * 2 * 2 and curves["test_acc"].notna().all()
+    assert (out / "curves.log").read_text().count("completed") == 4
