@@ -3,7 +3,7 @@
 # torchvision, numpy, pandas, pyarrow and nothing else (no package index). At most ~10 minutes:
 #   0. install the bundle: .gpu_bundle/tfkd-gpu-bundle-cp<XY>.tar.xz (an ignored folder of the checkout,
 #      built beforehand with `benchmarks/gpu_bundle.sh .gpu_bundle` on a machine with registry access and
-#      carried with the checkout) is extracted to /tmp/tfkd-site and put on PYTHONPATH;
+#      carried with the checkout) is extracted to $WORK/site and put on PYTHONPATH;
 #   1. tests/test_gpu.py (graph steps = eager steps, no host sync per step, every zoo model on CUDA,
 #      packed trials on CUDA streams, a forced out-of-memory trial beside one that goes on);
 #   2. benchmarks/search_throughput.py: the real search (Ray Tune + MLflow, --gpus 1) with 1, 2, 4, 8
@@ -11,8 +11,11 @@
 #      classic pipeline and batch 512;
 #   3. `tfkd-search train --seeds 2 --gpus 1` end to end on CIFAR-100-shaped files (seeds as Ray tasks).
 # Each step is time-boxed with `timeout`; a failed step does not stop the next. Logs and JSON go to
-# $OUT (default ./gpu-out) and the JSON also to benchmarks/results/. Env: MINUTES (GPU-busy minutes per
-# search, default 0.5), PACKING (default "1 2 4 8"), PROCESSES (default "4"), SKIP_TESTS=1, SKIP_E2E=1.
+# $OUT (default ./gpu-out; at most 8 files, what the device tool hands back) and the JSON also to
+# benchmarks/results/. Env: MINUTES (GPU-busy minutes per
+# search, default 0.5), PACKING (default "1 2 4 8"), PROCESSES (default "4"), SKIP_TESTS=1, SKIP_E2E=1,
+# WORK (scratch folder, default /tmp/tfkd-gpu-check), PYTHON, SMOKE=1 (a CPU rehearsal: the search smoke of
+# search_throughput.py, a 1-epoch tiny_cnn end-to-end train without --gpus; results stay in $OUT).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -20,7 +23,11 @@ MINUTES=${MINUTES:-0.5}
 PACKING=${PACKING:-1 2 4 8}
 PROCESSES=${PROCESSES:-4}
 PY=${PYTHON:-python3}
-mkdir -p "$OUT" benchmarks/results
+SMOKE=${SMOKE:-0}
+WORK=${WORK:-/tmp/tfkd-gpu-check}
+RESULTS=benchmarks/results
+[ "$SMOKE" = 1 ] && RESULTS=$OUT
+mkdir -p "$OUT" "$RESULTS" "$WORK"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 T0=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.txt"; }
@@ -29,42 +36,50 @@ step "0. bundle"
 TAG=$($PY -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 BUNDLE=.gpu_bundle/tfkd-gpu-bundle-$TAG.tar.xz
 if [ -f "$BUNDLE" ]; then
-  rm -rf /tmp/tfkd-site && mkdir -p /tmp/tfkd-site
-  timeout 120 tar -xJf "$BUNDLE" -C /tmp/tfkd-site && export PYTHONPATH="$PYTHONPATH:/tmp/tfkd-site/site"
-  head -3 /tmp/tfkd-site/MANIFEST.txt | tee "$OUT/bundle.txt"
+  rm -rf "$WORK/site" && mkdir -p "$WORK/site"
+  timeout 120 tar -xJf "$BUNDLE" -C "$WORK/site" && export PYTHONPATH="$PYTHONPATH:$WORK/site/site"
+  head -3 "$WORK/site/MANIFEST.txt" | tee -a "$OUT/steps.txt"
 else
-  echo "no $BUNDLE (build it with: benchmarks/gpu_bundle.sh .gpu_bundle); using what $PY has" | tee "$OUT/bundle.txt"
+  echo "no $BUNDLE (build it with: benchmarks/gpu_bundle.sh .gpu_bundle); using what $PY has" | tee -a "$OUT/steps.txt"
 fi
 timeout 120 $PY -c "import ray, optuna, mlflow, pydantic, yaml, filelock, sqlalchemy, alembic; from ray import tune
 from mlflow.tracking import MlflowClient
 print('ray', ray.__version__, 'optuna', optuna.__version__, 'mlflow', mlflow.__version__, 'pydantic', pydantic.__version__)" \
-  2>&1 | tee -a "$OUT/bundle.txt"
+  2>&1 | tee -a "$OUT/steps.txt"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-  nproc; } 2>&1 | tee "$OUT/gpu.txt"
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' /' '__')
-GPU=${GPU:-unknown}
+  nproc; } 2>&1 | tee -a "$OUT/steps.txt"
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | sed 's/NVIDIA //' | tr ' /' '__')
+GPU=${GPU:-cpu}
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step "1. tests/test_gpu.py"
   timeout 120 $PY -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts="" 2>&1 | tail -25 \
     | tee "$OUT/test_gpu.log"
-  cp "$OUT/test_gpu.log" "benchmarks/results/test_gpu-$GPU.log"
+  cp "$OUT/test_gpu.log" "$RESULTS/test_gpu-$GPU.log"
 fi
 
 step "2. search throughput"
-$PY benchmarks/make_fake_cifar.py /tmp/fakecifar >/dev/null
-# shellcheck disable=SC2086
-timeout 390 $PY benchmarks/search_throughput.py --minutes "$MINUTES" --packing $PACKING --processes $PROCESSES \
-  --data-dir /tmp/fakecifar --work /tmp/search-thr --search-timeout 120 \
+if [ "$SMOKE" = 1 ]; then
+  THR_ARGS=(--smoke)
+  $PY benchmarks/make_fake_cifar.py "$WORK/fakecifar" 600 120 >/dev/null
+else
+  # shellcheck disable=SC2206
+  THR_ARGS=(--minutes "$MINUTES" --packing $PACKING --processes $PROCESSES --data-dir "$WORK/fakecifar")
+  $PY benchmarks/make_fake_cifar.py "$WORK/fakecifar" >/dev/null
+fi
+timeout 390 $PY benchmarks/search_throughput.py "${THR_ARGS[@]}" --work "$WORK/search-thr" --search-timeout 120 \
   --json "$OUT/search_throughput.json" 2>&1 | tee "$OUT/search_throughput.log"
-cp /tmp/search-thr/*.log "$OUT/" 2>/dev/null
-[ -f "$OUT/search_throughput.json" ] && cp "$OUT/search_throughput.json" "benchmarks/results/search_throughput-$GPU.json"
-cp "$OUT/search_throughput.log" "benchmarks/results/search_throughput-$GPU.log"
+# the searches' own logs as one file ($OUT hands back 8 files at most)
+(cd "$WORK/search-thr" 2>/dev/null && tar -czf "$OUT/search_logs.tgz" ./*.log 2>/dev/null)
+[ -f "$OUT/search_throughput.json" ] && cp "$OUT/search_throughput.json" "$RESULTS/search_throughput-$GPU.json"
+cp "$OUT/search_throughput.log" "$RESULTS/search_throughput-$GPU.log"
 
 if [ "${SKIP_E2E:-0}" != 1 ]; then
   step "3. end to end train"
-  timeout 90 $PY -m tfkd_search train --config benchmarks/e2e_resnet18_cifar100.yaml --seeds 2 --gpus 1 \
-    --data-dir /tmp/fakecifar --no-mlflow --out /tmp/e2e 2>&1 | tail -20 | tee "$OUT/e2e.log"
+  E2E_ARGS=(--gpus 1)
+  [ "$SMOKE" = 1 ] && E2E_ARGS=(--set model=tiny_cnn --set schedule.budget=1)
+  timeout 90 $PY -m tfkd_search train --config benchmarks/e2e_resnet18_cifar100.yaml --seeds 2 "${E2E_ARGS[@]}" \
+    --data-dir "$WORK/fakecifar" --no-mlflow --out "$WORK/e2e" 2>&1 | tail -20 | tee "$OUT/e2e.log"
 fi
 step "done"

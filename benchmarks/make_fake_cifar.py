@@ -1,5 +1,6 @@
 """Write a CIFAR-100-shaped dataset of random pixels in the real on-disk format (cifar-100-python/),
-for end-to-end speed runs on machines without the real files: python benchmarks/make_fake_cifar.py DIR"""
+for end-to-end speed runs on machines without the real files:
+    python benchmarks/make_fake_cifar.py DIR [N_TRAIN [N_TEST]]     (default 50000 and 10000 images)"""
 
 import pickle
 import sys
@@ -26,4 +27,4 @@ def main(root: str, n_train: int = 50000, n_test: int = 10000) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *(int(n) for n in sys.argv[2:4]))

@@ -143,19 +143,23 @@ def test_bundle_for_this_python_runs_a_search(tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_search_throughput_smoke_on_cpu(tmp_path) -> None:
-    out = tmp_path / "s.json"
-    env = cli_env()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "search_throughput.py"), "--smoke",
-                             "--json", str(out), "--work", str(tmp_path / "w")], env=env,
+def test_gpu_check_script_rehearses_on_the_cpu(tmp_path) -> None:
+    """benchmarks/gpu_check.sh (issue #11's GPU run) end to end with SMOKE=1: tests/test_gpu.py (skipped
+    here), the real search of search_throughput.py's smoke (packed, embedded Ray), the end-to-end train."""
+    out = tmp_path / "out"
+    env = dict(cli_env(), SMOKE="1", OUT=str(out), WORK=str(tmp_path / "w"), PYTHON=sys.executable)
+    proc = subprocess.Popen(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        text, _ = proc.communicate(timeout=400)
+        text, _ = proc.communicate(timeout=500)
     finally:
         cleanup(env, proc.pid)
     assert proc.returncode == 0, text[-4000:]
-    data = json.loads(out.read_text())
+    steps = (out / "steps.txt").read_text()
+    assert all(f"== {n}." in steps for n in (0, 1, 2, 3)) and "== done" in steps
+    assert "skipped" in (out / "test_gpu.log").read_text()  # no CUDA here
+    data = json.loads((out / "search_throughput-cpu.json").read_text())
     assert data["ok"] and data["smoke"] and data["device"] == "cpu"
     assert [r["mode"] for r in data["baseline"]][0].startswith("classic")
     (s,) = data["searches"]  # the smoke runs the packed search (one host process) only
@@ -163,4 +167,6 @@ def test_search_throughput_smoke_on_cpu(tmp_path) -> None:
     assert s["first_epoch_s"] is not None and s["first_epoch_s"] > 0
     assert s["overhead_fraction"] is not None  # from Ray's result.json (2 epochs per trial)
     assert s["gpu_busy"] is None and s["peak_mib"] is None  # no nvidia-smi on a CPU machine
-    assert "vs classic" in text and "search 2 trials/GPU, packed" in text
+    log = (out / "search_throughput.log").read_text()
+    assert "vs classic" in log and "search 2 trials/GPU, packed" in log
+    assert "summary: 2 run(s), seeds [0, 1]" in (out / "e2e.log").read_text()
