@@ -46,6 +46,12 @@ def stratified_test(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
+def subset(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of `per_class` images of every class (all of a class that has fewer)."""
+    rng = np.random.default_rng(seed + 2)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]))
+
+
 def write(out: Path, images: np.ndarray, y: np.ndarray, names: list[str], test: np.ndarray,
           seed: int) -> tuple[int, int]:
     folder = out / "cifar-10-batches-py"
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--npz", type=Path, nargs="+", required=True, help="one or both halves")
     p.add_argument("--test-fraction", type=float, default=0.2, help="stand-in test share of each class")
+    p.add_argument("--per-class", type=int, help="keep only N images of each class (a stratified subset, "
+                   "drawn with --seed, before the split): small real-image runs on a CPU")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if not 0 < args.test_fraction < 1:
@@ -84,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the .npz files disagree on class_names")
     images = np.concatenate([x for x, _, _ in parts])
     y = np.concatenate([lab for _, lab, _ in parts])
+    if args.per_class:
+        keep = subset(y, args.per_class, args.seed)
+        images, y = images[keep], y[keep]
     n_train, n_test = write(args.out, images, y, parts[0][2],
                             stratified_test(y, args.test_fraction, args.seed), args.seed)
     print(f"{args.out / 'cifar-10-batches-py'}: {n_train} train, {n_test} stand-in test "

@@ -88,6 +88,14 @@ def test_cifar10_dev_unpacks_a_stratified_stand_in_that_the_loader_reads(tmp_pat
     train = {bytes(x.numpy().tobytes()) for x in s.train_x}
     assert not any(bytes(x.numpy().tobytes()) in train for x in s.test_x)
 
+    r = subprocess.run([sys.executable, script, str(tmp_path / "small"), "--npz", str(tmp_path / "a.npz"),
+                        str(tmp_path / "b.npz"), "--per-class", "4", "--test-fraction", "0.5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "20 train, 20 stand-in test" in r.stdout, r.stderr
+    small = load_splits("cifar10", tmp_path / "small", val_fraction=0.0, split_seed=0, with_test=True,
+                        download=False, synthetic_size=0)
+    assert np.bincount(small.train_y.numpy()).tolist() == [2] * 10
+
     bad = subprocess.run([sys.executable, script, str(tmp_path / "o2"), "--npz", str(tmp_path / "nope.npz")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "nope.npz" in bad.stderr and "Traceback" not in bad.stderr
