@@ -6,11 +6,12 @@
 #      carried with the checkout) is extracted to $WORK/site and put on PYTHONPATH;
 #   1. tests/test_gpu.py (graph steps = eager steps, no host sync per step, every zoo model on CUDA,
 #      packed trials on CUDA streams, a forced out-of-memory trial beside one that goes on);
-#   2. benchmarks/search_throughput.py: the real search (Ray Tune + MLflow, --gpus 1) with 1, 2, 4, 8
+#   2. `tfkd-search train --seeds 2 --gpus 1` end to end on CIFAR-100-shaped files (seeds as Ray tasks);
+#   3. benchmarks/search_throughput.py: the real search (Ray Tune + MLflow, --gpus 1) with 1, 2, 4, 8
 #      trials per GPU packed in one host process and 4 as one process each, side by side with the
-#      classic pipeline and batch 512;
-#   3. `tfkd-search train --seeds 2 --gpus 1` end to end on CIFAR-100-shaped files (seeds as Ray tasks).
-# Each step is time-boxed with `timeout`; a failed step does not stop the next. Logs and JSON go to
+#      classic pipeline and batch 512 (with what time is left; its JSON is rewritten after every search).
+# Each step is time-boxed with `timeout`, and all of them together by TOTAL (default 570 s); a failed step
+# does not stop the next, and search_throughput.py rewrites its JSON after every search. Logs and JSON go to
 # $OUT (default ./gpu-out; at most 8 files, what the device tool hands back) and the JSON also to
 # benchmarks/results/. Env: MINUTES (GPU-busy minutes per
 # search, default 0.5), PACKING (default "1 2 4 8"), PROCESSES (default "4"), SKIP_TESTS=1, SKIP_E2E=1,
@@ -24,6 +25,7 @@ PACKING=${PACKING:-1 2 4 8}
 PROCESSES=${PROCESSES:-4}
 PY=${PYTHON:-python3}
 SMOKE=${SMOKE:-0}
+TOTAL=${TOTAL:-570}
 WORK=${WORK:-/tmp/tfkd-gpu-check}
 RESULTS=benchmarks/results
 [ "$SMOKE" = 1 ] && RESULTS=$OUT
@@ -31,6 +33,9 @@ mkdir -p "$OUT" "$RESULTS" "$WORK"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 T0=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.txt"; }
+# box SECONDS: a step's time box, cut to what is left of TOTAL (so the whole run ends inside the device
+# tool's 600 s per command, with the files in $OUT written)
+box() { local left=$(( TOTAL - ($(date +%s) - T0) )); [ "$left" -lt 10 ] && left=10; echo $(( $1 < left ? $1 : left )); }
 
 step "0. bundle"
 TAG=$($PY -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
@@ -54,32 +59,33 @@ GPU=${GPU:-cpu}
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step "1. tests/test_gpu.py"
-  timeout 120 $PY -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts="" 2>&1 | tail -25 \
+  timeout "$(box 120)" $PY -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts="" 2>&1 | tail -25 \
     | tee "$OUT/test_gpu.log"
   cp "$OUT/test_gpu.log" "$RESULTS/test_gpu-$GPU.log"
 fi
 
-step "2. search throughput"
 if [ "$SMOKE" = 1 ]; then
-  THR_ARGS=(--smoke)
   $PY benchmarks/make_fake_cifar.py "$WORK/fakecifar" 600 120 >/dev/null
 else
-  # shellcheck disable=SC2206
-  THR_ARGS=(--minutes "$MINUTES" --packing $PACKING --processes $PROCESSES --data-dir "$WORK/fakecifar")
   $PY benchmarks/make_fake_cifar.py "$WORK/fakecifar" >/dev/null
 fi
-timeout 390 $PY benchmarks/search_throughput.py "${THR_ARGS[@]}" --work "$WORK/search-thr" --search-timeout 120 \
+
+if [ "${SKIP_E2E:-0}" != 1 ]; then  # before the searches, which take what time is left
+  step "2. end to end train"
+  E2E_ARGS=(--gpus 1)
+  [ "$SMOKE" = 1 ] && E2E_ARGS=(--set model=tiny_cnn --set schedule.budget=1)
+  timeout "$(box 90)" $PY -m tfkd_search train --config benchmarks/e2e_resnet18_cifar100.yaml --seeds 2 "${E2E_ARGS[@]}" \
+    --data-dir "$WORK/fakecifar" --no-mlflow --out "$WORK/e2e" 2>&1 | tail -20 | tee "$OUT/e2e.log"
+fi
+
+step "3. search throughput"
+THR_ARGS=(--smoke)
+# shellcheck disable=SC2206
+[ "$SMOKE" = 1 ] || THR_ARGS=(--minutes "$MINUTES" --packing $PACKING --processes $PROCESSES --data-dir "$WORK/fakecifar")
+timeout "$(box 390)" $PY benchmarks/search_throughput.py "${THR_ARGS[@]}" --work "$WORK/search-thr" --search-timeout 120 \
   --json "$OUT/search_throughput.json" 2>&1 | tee "$OUT/search_throughput.log"
 # the searches' own logs as one file ($OUT hands back 8 files at most)
 (cd "$WORK/search-thr" 2>/dev/null && tar -czf "$OUT/search_logs.tgz" ./*.log 2>/dev/null)
 [ -f "$OUT/search_throughput.json" ] && cp "$OUT/search_throughput.json" "$RESULTS/search_throughput-$GPU.json"
 cp "$OUT/search_throughput.log" "$RESULTS/search_throughput-$GPU.log"
-
-if [ "${SKIP_E2E:-0}" != 1 ]; then
-  step "3. end to end train"
-  E2E_ARGS=(--gpus 1)
-  [ "$SMOKE" = 1 ] && E2E_ARGS=(--set model=tiny_cnn --set schedule.budget=1)
-  timeout 90 $PY -m tfkd_search train --config benchmarks/e2e_resnet18_cifar100.yaml --seeds 2 "${E2E_ARGS[@]}" \
-    --data-dir "$WORK/fakecifar" --no-mlflow --out "$WORK/e2e" 2>&1 | tail -20 | tee "$OUT/e2e.log"
-fi
 step "done"

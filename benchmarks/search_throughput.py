@@ -321,6 +321,25 @@ def main() -> int:
     n_train = int(n_train_total * 0.9)
     searches = []
     plan = [(k, True) for k in args.packing] + [(k, False) for k in args.processes]
+    out = Path(args.json) if args.json else (
+        ROOT / "benchmarks" / "results" /
+        f"search_throughput-{gpu_name.replace(' ', '_').replace('/', '_')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> bool:
+        """Write the JSON so far (after the baseline and after every search: a run cut short by a
+        time box keeps what it measured); ok once every planned search has finished."""
+        base = rows[0]["images_per_s"] if rows else None
+        for r in rows + searches:
+            r["vs_classic"] = (r["images_per_s"] / base) if base and r.get("images_per_s") else None
+        ok = all(s.get("returncode") == 0 for s in searches) and len(searches) == len(plan)
+        out.write_text(json.dumps({"device": gpu_name, "torch": torch.__version__, "model": args.model,
+                                   "batch": args.batch, "smoke": args.smoke, "ok": ok, "baseline": rows,
+                                   "searches": searches, "planned": len(plan), "argv": sys.argv[1:]},
+                                  indent=2, default=str))
+        return ok
+
+    save()
     for k, pack in plan:
         if args.epochs:
             epochs = args.epochs
@@ -329,13 +348,12 @@ def main() -> int:
             epochs = int(min(args.max_epochs, max(2, math.ceil(args.minutes * 60 * rate / (k * n_train)))))
         searches.append(run_search(args, k, epochs, work, data_dir, "0" if not cuda else "1",
                                    n_train, pack))
+        save()
         if searches[-1].get("returncode") != 0:
             break
 
-    base = rows[0]["images_per_s"] if rows else None
+    ok = save()
     table = rows + searches
-    for r in table:
-        r["vs_classic"] = (r["images_per_s"] / base) if base and r.get("images_per_s") else None
 
     def fmt(v, spec, scale=1.0):
         return "-" if v is None else format(v * scale, spec)
@@ -350,14 +368,6 @@ def main() -> int:
               f"{fmt(r.get('overhead_fraction'), '.1%'):>10}")
     print("images/s of a search = sum of its concurrent trials' median per-epoch images/s (history.parquet); "
           "overhead = (time between epoch reports - epoch_seconds) / epoch_seconds, median")
-    out = Path(args.json) if args.json else (
-        ROOT / "benchmarks" / "results" /
-        f"search_throughput-{gpu_name.replace(' ', '_').replace('/', '_')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ok = all(s.get("returncode") == 0 for s in searches) and len(searches) == len(plan)
-    out.write_text(json.dumps({"device": gpu_name, "torch": torch.__version__, "model": args.model,
-                               "batch": args.batch, "smoke": args.smoke, "ok": ok, "baseline": rows,
-                               "searches": searches, "argv": sys.argv[1:]}, indent=2, default=str))
     print(f"wrote {out}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

@@ -158,9 +158,10 @@ def test_gpu_check_script_rehearses_on_the_cpu(tmp_path) -> None:
     assert proc.returncode == 0, text[-4000:]
     steps = (out / "steps.txt").read_text()
     assert all(f"== {n}." in steps for n in (0, 1, 2, 3)) and "== done" in steps
+    assert steps.index("end to end") < steps.index("search throughput")  # the searches take what is left
     assert "skipped" in (out / "test_gpu.log").read_text()  # no CUDA here
     data = json.loads((out / "search_throughput-cpu.json").read_text())
-    assert data["ok"] and data["smoke"] and data["device"] == "cpu"
+    assert data["ok"] and data["smoke"] and data["device"] == "cpu" and data["planned"] == 1
     assert [r["mode"] for r in data["baseline"]][0].startswith("classic")
     (s,) = data["searches"]  # the smoke runs the packed search (one host process) only
     assert s["packed"] and s["returncode"] == 0 and s["trials"] == 2 and s["images_per_s"] > 0
