@@ -38,7 +38,7 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
-def run_one(cfg: Any, host: Any) -> dict[str, Any]:
+def run_one(cfg: Any, host: Any, data: Any) -> dict[str, Any]:
     """Train `cfg` (on `host` when given); its epochs as printed rows, its test accuracy and timings."""
     from tfkd_search.trainer import train
 
@@ -55,7 +55,7 @@ def run_one(cfg: Any, host: Any) -> dict[str, Any]:
     if host is not None:
         summary = host.train(f"accuracy-{tag}", cfg, report=report)
     else:
-        summary = train(cfg, report=report).summary()
+        summary = train(cfg, data=data, report=report).summary()
     seconds = time.time() - t0
     ips = [r["images_per_s"] for r in rows if math.isfinite(r.get("images_per_s", math.nan))]
     return {"precision": tag, "status": summary["status"], "test_acc": summary.get("test_acc"),
@@ -90,16 +90,17 @@ def main(argv: list[str] | None = None) -> int:
          f"{f'{pack} packed in one process' if pack else 'one after the other'} on {device}")
     from tfkd_search.trainer import load_run_data
 
-    load_run_data(cfgs[0])  # a missing dataset fails here, in one message
+    data = load_run_data(cfgs[0])  # a missing dataset fails here, in one message
     host = None
     if pack:
         from tfkd_search.packing import TrialHost
 
         host = TrialHost(cfgs[0].device, max_trials=pack)
+        host.preload(cfgs[0], data)  # the packed runs share these splits
     t0 = time.time()
     try:
         with ThreadPoolExecutor(max_workers=max(1, pack)) as pool:
-            results = list(pool.map(lambda c: run_one(c, host), cfgs))
+            results = list(pool.map(lambda c: run_one(c, host, data), cfgs))
     finally:
         if host is not None:
             host.stop()

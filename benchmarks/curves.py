@@ -17,8 +17,8 @@ SPEC is a search-space YAML (its base config and its grid params) or a curves YA
 No Ray. On a GPU (default `--pack 4`) the trials are packed in this one process on a
 `tfkd_search.packing.TrialHost`, each on its own CUDA stream, as the search packs them; without packing
 (`--pack 0`, the CPU default) they run `tfkd_search.trainer.train(cfg, data=splits, report=callback)` in
-`--workers` processes (CPU: 1-2, `--threads 1`). Either way the data is loaded once per process. Every epoch is recorded (val_acc, val_loss, lr, train loss parts) and the
-stand-in test accuracy at the end, in one parquet file (one row per config, seed and epoch) whose schema
+`--workers` processes (CPU: 1-2, `--threads 1`), each loading the data once. Every epoch is recorded
+(val_acc, val_loss, lr, train loss parts) and the stand-in test accuracy at the end, in one parquet file (one row per config, seed and epoch) whose schema
 metadata holds the base config, budget and groups. The file is rewritten after every trial, and a rerun
 skips the (config, seed) pairs it already holds, so an interrupted recording continues.
 """
@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
           flush=True)
     from tfkd_search.trainer import load_run_data
 
-    load_run_data(build_run_config(configs[0]["cfg"], source=str(args.spec)))  # a missing dataset: one message
+    first = build_run_config(configs[0]["cfg"], source=str(args.spec))
+    data = load_run_data(first)  # a missing dataset fails here, in one message
     t0 = time.time()
     if pack:
         from concurrent.futures import ThreadPoolExecutor
@@ -272,13 +273,14 @@ def main(argv: list[str] | None = None) -> None:
 
         if threads:
             torch.set_num_threads(threads)
-        host = TrialHost(configs[0]["cfg"]["device"], max_trials=pack)
+        host = TrialHost(first.device, max_trials=pack)
+        host.preload(first, data)  # the packed trials share these splits
         pool: Any = ThreadPoolExecutor(max_workers=pack, thread_name_prefix="curves")
         submit = lambda cid, s: pool.submit(_train_packed, host, cid, by_id[cid]["cfg"], s, threads)  # noqa: E731
-    else:
+    else:  # each worker process loads its own copy
         import multiprocessing as mp
 
-        host = None
+        host, data = None, None
         pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn"),
                                    initializer=_init_worker, initargs=(configs[0]["cfg"], threads))
         submit = lambda cid, s: pool.submit(_train_one, cid, by_id[cid]["cfg"], s, threads)  # noqa: E731

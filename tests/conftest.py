@@ -25,4 +25,3 @@ def make_cfg() -> Callable[..., RunConfig]:
         return build_run_config(with_overrides(raw, {**top, **(overrides or {})}))
 
     return build
-

@@ -167,3 +167,21 @@ def test_datasets_are_loaded_once_per_host():
     finally:
         host.stop()
     assert a is b and torch.equal(a.train_x, b.train_x)
+
+
+def test_preload_raises_in_the_caller_and_the_trials_share_what_it_loaded(tmp_path):
+    from tfkd_search.errors import DataError
+    from tfkd_search.trainer import load_run_data
+
+    cfg = _cfg(epochs=2)
+    given = load_run_data(cfg)
+    host = TrialHost("cpu")
+    try:
+        with pytest.raises(DataError, match="nope"):
+            host.preload(build_run_config(base_cfg(2, data={"dataset": "cifar10",
+                                                            "data_dir": str(tmp_path / "nope")})))
+        host.preload(cfg, given)
+        assert host._splits(_cfg(tau=2.0)).train_x is given.train_x  # not loaded again
+        assert host.train("t", cfg)["status"] == "completed"
+    finally:
+        host.stop()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,19 +170,14 @@ class TrialHost:
         `torch.OutOfMemoryError`)."""
         self.open(key, cfg, checkpoint_every=cfg.schedule.trained_epochs)
         try:
-            while True:
-                event = self.next(key)
-                if isinstance(event, HostedEpoch):
-                    if report is not None:
-                        report(event.as_report())
-                    continue
-                if isinstance(event, HostedEnd):
-                    return event.summary
-                if event.out_of_memory:
-                    raise torch.OutOfMemoryError(event.message)
-                raise RuntimeError(f"{event.kind}: {event.message}")
+            return relay(lambda: self.next(key), report, torch.OutOfMemoryError)
         finally:
             self.close(key)
+
+    def preload(self, cfg: RunConfig, data: DataSplits | None = None) -> None:
+        """Put `cfg`'s dataset on the device now, from the calling thread and before any trial runs, so
+        that a missing dataset raises here; `data`: the splits, if the caller has loaded them already."""
+        self._splits(cfg, data)
 
     def keys(self) -> list[str]:
         with self._cond:
@@ -273,19 +268,37 @@ class TrialHost:
         if released and self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _splits(self, cfg: RunConfig) -> DataSplits:
+    def _splits(self, cfg: RunConfig, data: DataSplits | None = None) -> DataSplits:
         """The trial's dataset, loaded once per host and kept on the device (read-only, shared)."""
         d = cfg.data
         key = (d.dataset, str(d.data_dir), d.val_fraction, d.split_seed, cfg.evaluate_test,
                d.synthetic_size)
         if key not in self._data:
-            s = load_run_data(cfg)
+            s = data if data is not None else load_run_data(cfg)
             moved = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v)
                      for k, v in s.__dict__.items()}
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)  # every trial's stream reads these
             self._data[key] = DataSplits(**moved)
         return self._data[key]
+
+
+def relay(next_event: Callable[[], HostEvent], report: Any,
+          oom_error: Callable[[str], BaseException]) -> dict[str, Any]:
+    """Pass a hosted trial's epochs to `report` (when given) until the trial ends; returns its summary,
+    or raises its failure (`oom_error(message)` when it ran out of memory). `next_event` fetches the
+    trial's next event, from a host in this process or through a Ray actor."""
+    while True:
+        event = next_event()
+        if isinstance(event, HostedEpoch):
+            if report is not None:
+                report(event.as_report())
+            continue
+        if isinstance(event, HostedEnd):
+            return event.summary
+        if event.out_of_memory:
+            raise oom_error(event.message)
+        raise RuntimeError(f"{event.kind}: {event.message}")
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -148,7 +148,7 @@ def hosted_train(registry: Any, key: str, cfg: Any, *, resume: Mapping[str, Any]
     `oom_error(detail)` builds the exception raised when the host ran out of memory for this trial."""
     import ray
 
-    from ..packing import HostedEnd, HostedEpoch
+    from ..packing import relay
 
     ctx = ray.get_runtime_context()
     node, slot, owner = ctx.get_node_id(), slot_of_this_worker(), ctx.current_actor
@@ -159,16 +159,7 @@ def hosted_train(registry: Any, key: str, cfg: Any, *, resume: Mapping[str, Any]
         host = ray.get(registry.host.remote(node, slot, host._actor_id.hex()))
         ray.get(host.open.remote(key, cfg, resume, list(rungs), checkpoint_every, owner))
     try:
-        while True:
-            event = ray.get(host.next.remote(key))
-            if isinstance(event, HostedEpoch):
-                report(event.as_report())
-                continue
-            if isinstance(event, HostedEnd):
-                return
-            if event.out_of_memory:
-                raise oom_error(event.message)
-            raise RuntimeError(f"{event.kind}: {event.message}")
+        relay(lambda: ray.get(host.next.remote(key)), report, oom_error)
     finally:
         try:
             host.close.remote(key)
