@@ -29,33 +29,16 @@ TOTAL=${TOTAL:-570}
 WORK=${WORK:-/tmp/tfkd-gpu-check}
 RESULTS=benchmarks/results
 [ "$SMOKE" = 1 ] && RESULTS=$OUT
-mkdir -p "$OUT" "$RESULTS" "$WORK"
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-T0=$(date +%s)
-step() { echo "== $* ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.txt"; }
-# box SECONDS: a step's time box, cut to what is left of TOTAL (so the whole run ends inside the device
-# tool's 600 s per command, with the files in $OUT written)
-box() { local left=$(( TOTAL - ($(date +%s) - T0) )); [ "$left" -lt 10 ] && left=10; echo $(( $1 < left ? $1 : left )); }
+mkdir -p "$RESULTS"
+source benchmarks/gpu_lib.sh
 
 step "0. bundle"
-TAG=$($PY -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-BUNDLE=.gpu_bundle/tfkd-gpu-bundle-$TAG.tar.xz
-if [ -f "$BUNDLE" ]; then
-  rm -rf "$WORK/site" && mkdir -p "$WORK/site"
-  timeout 120 tar -xJf "$BUNDLE" -C "$WORK/site" && export PYTHONPATH="$PYTHONPATH:$WORK/site/site"
-  head -3 "$WORK/site/MANIFEST.txt" | tee -a "$OUT/steps.txt"
-else
-  echo "no $BUNDLE (build it with: benchmarks/gpu_bundle.sh .gpu_bundle); using what $PY has" | tee -a "$OUT/steps.txt"
-fi
+install_bundle ".gpu_bundle/tfkd-gpu-bundle-$PYTAG.tar.xz"
 timeout 120 $PY -c "import ray, optuna, mlflow, pydantic, yaml, filelock, sqlalchemy, alembic; from ray import tune
 from mlflow.tracking import MlflowClient
 print('ray', ray.__version__, 'optuna', optuna.__version__, 'mlflow', mlflow.__version__, 'pydantic', pydantic.__version__)" \
   2>&1 | tee -a "$OUT/steps.txt"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-  nproc; } 2>&1 | tee -a "$OUT/steps.txt"
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | sed 's/NVIDIA //' | tr ' /' '__')
-GPU=${GPU:-cpu}
+machine_facts
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step "1. tests/test_gpu.py"

@@ -17,7 +17,8 @@
 #      (worker processes if packing fails), time-boxed: the parquet is rewritten after every trial and
 #      holds whole configs, and a rerun continues it (it travels back in benchmarks/results/).
 # Logs and results go to $OUT (default ./gpu-out) and benchmarks/results/ (named with the GPU).
-# Env: ACC_S (seconds for step 1, default 180), CURVES_S (step 2, default 360), DATA (the .npz folder,
+# Env: ACC_S (seconds for step 1, default 180), CURVES_S (step 2, default 360), TOTAL (all steps together,
+# default 570: inside the device tool's 600 s), DATA (the .npz folder,
 # default .gpu_data), WORK (unpacked data, default /tmp/tfkd-trust), PYTHON, SMOKE=1 (a CPU rehearsal:
 # tiny_cnn, 2 epochs, 2 configs, packed 2 to the process; results stay in $OUT).
 set -uo pipefail
@@ -41,26 +42,14 @@ DATA=${DATA:-.gpu_data}
 PY=${PYTHON:-python3}
 ACC_S=${ACC_S:-180}
 CURVES_S=${CURVES_S:-360}
+TOTAL=${TOTAL:-570}
 SMOKE=${SMOKE:-0}
 WORK=${WORK:-/tmp/tfkd-trust}
-mkdir -p "$OUT" "$WORK"
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-T0=$(date +%s)
-step() { echo "== $* ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.txt"; }
+source benchmarks/gpu_lib.sh
 
 step "0. packages and data"
-if ! $PY -c "import pydantic, yaml" 2>/dev/null; then
-  TAG=$($PY -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-  rm -rf "$WORK/site-min" && mkdir -p "$WORK/site-min"
-  tar -xJf "$DATA/tfkd-gpu-bundle-min-$TAG.tar.xz" -C "$WORK/site-min" \
-    && export PYTHONPATH="$PYTHONPATH:$WORK/site-min/site"
-fi
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
-  $PY -c "import torch, torchvision, pydantic; print('torch', torch.__version__, 'torchvision',
-torchvision.__version__, 'pydantic', pydantic.__version__, 'cuda', torch.cuda.is_available())"; } 2>&1 \
-  | tee -a "$OUT/steps.txt"
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | sed 's/NVIDIA //' | tr ' /' '__')
-GPU=${GPU:-cpu}
+$PY -c "import pydantic, yaml" 2>/dev/null || install_bundle "$DATA/tfkd-gpu-bundle-min-$PYTAG.tar.xz"
+machine_facts
 RESULTS=benchmarks/results
 ACC_ARGS=() CURVES_ARGS=()
 if [ "$SMOKE" = 1 ]; then
@@ -70,17 +59,19 @@ if [ "$SMOKE" = 1 ]; then
               --pack 2)
 fi
 NPZ=("$DATA"/cifar10_train_jpeg_a.npz "$DATA"/cifar10_train_jpeg_b.npz)
-$PY benchmarks/cifar10_dev.py "$WORK/c10-acc" --npz "${NPZ[@]}" --test-fraction 0.2 2>&1 | tee -a "$OUT/steps.txt" &
-$PY benchmarks/cifar10_dev.py "$WORK/c10-curves" --npz "${NPZ[@]}" --test-fraction 0.5 2>&1 | tee -a "$OUT/steps.txt"
+$PY benchmarks/cifar10_dev.py "$WORK/c10-acc" --npz "${NPZ[@]}" --test-fraction 0.2 >"$WORK/unpack-acc.txt" 2>&1 &
+$PY benchmarks/cifar10_dev.py "$WORK/c10-curves" --npz "${NPZ[@]}" --test-fraction 0.5 >"$WORK/unpack-curves.txt" 2>&1
 wait
+cat "$WORK/unpack-acc.txt" "$WORK/unpack-curves.txt" | tee -a "$OUT/steps.txt"
 
-# run_boxed SECONDS NAME LOG CMD...: run CMD time-boxed; when it fails early (not a time-out) with a minute
-# left, run it once more with FALLBACK appended (packing is the suspect: trials in one process each)
+# run_boxed SECONDS NAME LOG CMD...: run CMD time-boxed (see box); when it fails early (not a time-out)
+# with a minute left, run it once more with FALLBACK appended (packing is the suspect: unpacked runs)
 run_boxed() {
-  local secs=$1 name=$2 log=$3; shift 3
-  local t=$(date +%s) rc left
+  local secs name=$2 log=$3 rc
+  secs=$(box "$1"); shift 3
+  local t=$(date +%s)
   timeout "$secs" "$@" 2>&1 | tee -a "$log"; rc=$?
-  left=$(( secs - ($(date +%s) - t) ))
+  local left=$(( secs - ($(date +%s) - t) ))
   if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$left" -gt 60 ]; then
     step "$name again without packing (exit $rc)"
     timeout "$left" "$@" "${FALLBACK[@]}" 2>&1 | tee -a "$log"; rc=$?
