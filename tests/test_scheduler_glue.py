@@ -1,6 +1,7 @@
 """The Ray Tune glue of the successive-halving decisions (`search.scheduler`): decisions persist
 across a driver restart (Ray restores schedulers from their start-time pickle, ray#30838), paused
-trials are resumed or stopped when their rung completes, and the running-trial cap holds."""
+trials are resumed or stopped when their rung completes, and the running-trial cap holds with trials
+waiting at a rung (the searchers of `search.searchers` do not count them)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,22 @@ import pickle
 from types import SimpleNamespace
 
 import ray.cloudpickle as cloudpickle
-from ray.tune.experiment import Trial
+from ray import tune
+from ray.tune.experiment import Experiment, Trial
 from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import BasicVariantGenerator, SearchGenerator
+from ray.tune.search.optuna import OptunaSearch
 
 from tfkd_search.scheduling import Halving
 from tfkd_search.search.scheduler import make_scheduler
+from tfkd_search.search.searchers import RungAwareLimiter, RungAwareVariants, tell_waiting
 
 
 class Controller:
-    """The two calls the scheduler makes on Tune's controller."""
+    """What the scheduler uses of Tune's controller: its trials, stop_trial and the search algorithm."""
 
-    def __init__(self, trials: list[SimpleNamespace]) -> None:
-        self.trials, self.stopped = trials, []
+    def __init__(self, trials: list[SimpleNamespace], search_alg: object = None) -> None:
+        self.trials, self.stopped, self.search_alg = trials, [], search_alg
 
     def get_trials(self) -> list[SimpleNamespace]:
         return self.trials
@@ -79,3 +84,59 @@ def test_decisions_survive_a_restore_from_the_start_pickle(tmp_path) -> None:
     # without the saved records, the rung would wait for a trial it already has
     fresh = make_scheduler(Halving([2], 2, "max", synchronous=True, total_trials=2), None)
     assert _report(fresh, Controller(_trials(2)), _trials(2)[1], 2, 0.4) == TrialScheduler.PAUSE
+
+
+def _grid(search_alg, tmp_path, n: int):
+    def trainable(config):  # never run: the generator only needs an experiment to expand
+        return None
+    search_alg.add_configurations([Experiment("cap", run=trainable, storage_path=str(tmp_path),
+                                              config={"x": tune.grid_search(list(range(n)))})])
+    return search_alg
+
+
+def test_a_cap_of_one_goes_on_while_trials_wait_at_a_rung(tmp_path) -> None:
+    """max_concurrent 1 with a synchronous rung: each trial that pauses at the rung lets the next
+    start; Ray's own limit would count the paused trial as live and stall the rung for good."""
+    searcher = _grid(RungAwareVariants(random_state=0, cap=1), tmp_path / "a", 3)
+    s = make_scheduler(Halving([2], 3, "max", synchronous=True, total_trials=3), tmp_path / "r.json",
+                       max_running=1)
+    trials: list = []
+    tc = Controller(trials, searcher)
+    for score in (0.5, 0.9):
+        t = searcher.next_trial()
+        assert searcher.next_trial() is None  # one running: the cap
+        trials.append(SimpleNamespace(trial_id=t.trial_id, status=Trial.PENDING, is_saving=False))
+        assert _report(s, tc, trials[-1], 2, score) == TrialScheduler.PAUSE
+    last = searcher.next_trial()
+    trials.append(SimpleNamespace(trial_id=last.trial_id, status=Trial.PENDING, is_saving=False))
+    assert _report(s, tc, trials[-1], 2, 0.1) == TrialScheduler.STOP  # completes the rung
+    searcher.on_trial_complete(last.trial_id)
+    for t in tc.stopped:
+        searcher.on_trial_complete(t)
+    assert tc.stopped == [trials[0].trial_id]
+    assert s.choose_trial_to_run(tc) is trials[1]  # the kept one resumes
+    searcher.on_trial_complete(trials[1].trial_id)
+    assert searcher.next_trial() is None and searcher.is_finished()  # 3 of 3 suggested
+
+    # Ray's limit, the same events: the first trial's pause stops everything
+    ray_limit = _grid(BasicVariantGenerator(random_state=0, max_concurrent=1), tmp_path / "b", 3)
+    first = ray_limit.next_trial()
+    tell_waiting(ray_limit, [first.trial_id])  # not ours: ignored
+    assert ray_limit.next_trial() is None
+
+
+def test_optuna_limiter_counts_only_trials_not_waiting() -> None:
+    optuna = OptunaSearch(seed=0, metric="score", mode="max")
+    limiter = RungAwareLimiter(optuna, cap=1)
+    limiter.set_search_properties("score", "max", {"x": tune.uniform(0.0, 1.0)})
+    alg = SearchGenerator(limiter)  # how Tune holds a Searcher
+    assert limiter.suggest("t0") is not None
+    assert limiter.suggest("t1") is None
+    tell_waiting(alg, ["t0"])
+    assert limiter.suggest("t1") is not None
+    assert limiter.suggest("t2") is None  # t1 runs
+    tell_waiting(alg, [])  # t0 resumed from its rung: two running now, over the cap of one
+    limiter.on_trial_complete("t1", {"score": 0.5})
+    assert limiter.suggest("t2") is None
+    limiter.on_trial_complete("t0", {"score": 0.7})
+    assert limiter.suggest("t2") is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -148,19 +149,32 @@ def _winner(run_dir: Path) -> tuple[str, dict]:
 
 
 def test_same_command_same_winner_whatever_the_arrival_order(tmp_path):
-    """The quickstart twice: once two trials at a time, once one at a time (so results arrive in
-    another order); the trials train deterministically on one CPU thread each. Synchronous rungs and
-    the ranking's tie-break make the export identical."""
+    """The quickstart twice: once two trials at a time, once one at a time (`search.max_concurrent: 1`,
+    so results arrive in another order); the trials train deterministically on one CPU thread each.
+    Synchronous rungs and the ranking's tie-break make the export identical. The cap holds although
+    trials wait at the rungs (they do not count: the search would otherwise stall or ignore the cap)."""
     quickstart = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
     winners = []
     for folder, extra, at_a_time in (("two", [], "2 at a time"),
-                                     ("one", ["--set", "search.resources.cpu=2"], "1 at a time")):
+                                     ("one", ["--set", "search.max_concurrent=1"], "1 at a time")):
         res = run_cli(["--space", str(quickstart), "--storage", str(tmp_path / folder),
                        "--set", "threads=1", *extra], cli_env(), timeout=900)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         assert at_a_time in res.stdout
         winners.append(_winner(tmp_path / folder / "quickstart"))
+    assert most_running(res.stdout, rungs={2, 6}, budget=12) == 1, res.stdout
     assert winners[0] == winners[1]
+
+
+def most_running(log: str, rungs: set[int], budget: int) -> int:
+    """The most trials seen running at once in a search's progress log: after each epoch line, the
+    trials whose last reported epoch is neither a rung (where they wait or stop) nor the budget."""
+    last: dict[str, int] = {}
+    most = 0
+    for trial, epoch in re.findall(r"trial (\S+) epoch (\d+)/\d+ ", log):
+        last[trial] = int(epoch)
+        most = max(most, sum(e not in rungs and e != budget for e in last.values()))
+    return most
 
 
 def _optuna_space(tmp: Path, name: str, seed: int) -> Path:
@@ -193,7 +207,8 @@ def test_optuna_search_is_reproducible_with_a_seed(tmp_path):
 
 
 def _suggested(tmp: Path, seed: int) -> list[tuple]:
-    from tfkd_search.search.driver import make_searcher, ranking_of
+    from tfkd_search.search.driver import ranking_of
+    from tfkd_search.search.searchers import make_searcher
     from tfkd_search.search.trial import SCORE, to_tune
     from tfkd_search.spaces import load_space
 

@@ -159,7 +159,8 @@ class SearchBlock(Strict):
     num_samples: int = Field(1, ge=1, description="random/optuna: trials; grid: repeats of the grid")
     scheduler: Scheduler = Scheduler()
     resources: Resources = Resources()
-    max_concurrent: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1, description="most trials running at once (trials "
+                                       "waiting at a synchronous rung do not count)")
     max_trials: int = Field(1000, ge=1, description="refuse grids larger than this")
     max_failures: int = Field(2, ge=0, description="retries of a crashed trial from its checkpoint")
 

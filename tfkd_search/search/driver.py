@@ -187,18 +187,6 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
                          mlflow_uri=uri, parent_run_id=parent_id)
 
 
-def make_searcher(space: Space, ranking: Ranking, max_concurrent: int | None) -> Any:
-    """The space's searcher (seeded: the same space suggests the same trials) as a Tune searcher."""
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    s = space.spec.search
-    if s.searcher.kind == "optuna":
-        searcher: Any = OptunaSearch(seed=s.searcher.seed, metric=SCORE, mode=ranking.mode)
-        return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
-    return BasicVariantGenerator(random_state=s.searcher.seed, max_concurrent=max_concurrent or 0)
-
-
 def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dict[str, Any],
            gpu_share: float, conc: int | None, storage_root: str, name: str, run_dir: Path,
            resume: bool, exp_path: str, callback: Any, registry: Any = None) -> Any:
@@ -215,11 +203,15 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
     if resume:
         return Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,
                              restart_errored=False)
-    # Trials paused at a synchronous rung still count as live for a searcher's concurrency limit:
-    # then the scheduler caps the running trials instead (see scheduler.make_scheduler).
-    paused = halving is not None and halving.synchronous
-    searcher = make_searcher(space, ranking, None if paused else conc)
-    scheduler = (make_scheduler(halving, run_dir / RUNGS_FILE, max_running=conc if paused else None)
+    from .searchers import make_searcher
+
+    # With synchronous rungs, trials waiting at a rung hold no resources: the searcher caps only the
+    # others (told which wait by the scheduler), and only where the space sets max_concurrent (the
+    # resources cap the rest); the scheduler caps the trials it resumes.
+    sync = halving is not None and halving.synchronous
+    searcher = make_searcher(space, ranking, conc if not sync or s.max_concurrent else None,
+                             rungs_wait=sync)
+    scheduler = (make_scheduler(halving, run_dir / RUNGS_FILE, max_running=conc if sync else None)
                  if halving is not None else None)
     return Tuner(
         trainable,

@@ -26,11 +26,13 @@ RUNGS_FILE = "asha_rungs.json"
 def make_scheduler(halving: Halving, rungs_file: Path | None, max_running: int | None = None) -> Any:
     """A Ray `TrialScheduler` that asks `halving` at every epoch report.
 
-    `max_running` caps the trials running at once. With synchronous rungs it must be enforced here,
-    not by the searcher: a searcher's concurrency limit counts paused trials as live, so trials
-    paused at a rung would keep the remaining ones from ever starting."""
+    `max_running` caps the trials it resumes from a rung. New trials are capped by the searcher
+    (`searchers.make_searcher` with `rungs_wait`), which this scheduler tells, after every decision,
+    which trials wait at a rung: those hold no resources and do not count."""
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    from .searchers import tell_waiting
 
     actions = {Decision.CONTINUE: TrialScheduler.CONTINUE, Decision.PAUSE: TrialScheduler.PAUSE,
                Decision.STOP: TrialScheduler.STOP}
@@ -49,9 +51,10 @@ def make_scheduler(halving: Halving, rungs_file: Path | None, max_running: int |
             if self._file and Path(self._file).exists():
                 self.halving = Halving.from_json(json.loads(Path(self._file).read_text()))
 
-        def _save(self) -> None:
+        def _save(self, tc: Any) -> None:
             if self._file:
                 atomic_write_json(self._file, self.halving.to_json())
+            tell_waiting(tc.search_alg, self.halving.paused())
 
         # -- decisions
         def _release(self, tc: Any, current: Any = None) -> str | None:
@@ -78,7 +81,7 @@ def make_scheduler(halving: Halving, rungs_file: Path | None, max_running: int |
                                               float(result.get(SCORE, float("nan"))))
             self._resumable.discard(trial.trial_id)
             released = self._release(tune_controller, trial)
-            self._save()
+            self._save(tune_controller)
             return released or actions[decision]
 
         def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
@@ -93,9 +96,12 @@ def make_scheduler(halving: Halving, rungs_file: Path | None, max_running: int |
             self.halving.on_end(trial.trial_id)
             self._resumable.discard(trial.trial_id)
             self._release(tune_controller)
-            self._save()
+            self._save(tune_controller)
 
         def choose_trial_to_run(self, tune_controller: Any) -> Any:
+            if not self._loaded:  # after --resume: tell the searcher which trials wait, first thing
+                self._load()
+                tell_waiting(tune_controller.search_alg, self.halving.paused())
             trials = tune_controller.get_trials()
             if max_running and sum(t.status == Trial.RUNNING for t in trials) >= max_running:
                 return None
