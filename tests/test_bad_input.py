@@ -258,6 +258,10 @@ CASES = [
          {"run.yaml": run_config(method="ce", teacher=None)}),
     Case("export-of-a-folder-that-is-no-run", ("export", "{tmp}"), 2,
          ("{tmp}", "not a finished tfkd-search run folder", "pass the folder <storage>/<name>")),
+    Case("export-of-an-unfinished-search-with-a-torn-table", ("export", "{tmp}/run"), 2,
+         ("{tmp}/run/trials.parquet", "unreadable", "ArrowInvalid", "--resume"),
+         {"run/": None, "run/search.json": '{"name": "run", "finished": false, "base": {}}',
+          "run/trials.parquet": "PAR1 torn"}),
 ]
 
 

@@ -69,6 +69,39 @@ def test_search_runs_every_grid_point_and_asha_stops_some(finished):
     assert res.stdout.count("parent run: http://127.0.0.1:5000/#/experiments/") == 2
 
 
+def test_torn_tables_of_a_finished_search_are_rebuilt_from_the_trials_results(finished, tmp_path):
+    """trials.parquet torn, history.parquet gone: `export` (and a --resume of the finished search)
+    writes both again from Ray's per-trial result.json files, the same tables the search wrote,
+    and keeps the torn file."""
+    import shutil
+
+    tmp, _ = finished
+    run = tmp_path / "gridtest"
+    shutil.copytree(tmp / "runs" / "gridtest", run)
+    before = {n: pd.read_parquet(run / n) for n in ("trials.parquet", "history.parquet")}
+    rank1 = (run / "best" / "rank1.yaml").read_text()
+    torn = (run / "trials.parquet").read_bytes()[:200]
+    (run / "trials.parquet").write_bytes(torn)
+    (run / "history.parquet").unlink()
+    res = run_cli(["export", str(run)], cli_env(), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "rebuilt trials.parquet and history.parquet from the 6 trials' result.json" in res.stderr
+    assert (run / "trials.parquet.unreadable").read_bytes() == torn
+    key = {"trials.parquet": ["trial_id"], "history.parquet": ["trial_id", "epoch"]}
+    for name, old in before.items():
+        new = pd.read_parquet(run / name)
+        cols = [c for c in old.columns if c != "wall_seconds"]
+        pd.testing.assert_frame_equal(new[cols].sort_values(key[name]).reset_index(drop=True),
+                                      old[cols].sort_values(key[name]).reset_index(drop=True))
+    assert (run / "best" / "rank1.yaml").read_text() == rank1
+    (run / "trials.parquet").write_bytes(torn)
+    res = run_cli(["--space", str(tmp / "grid.yaml"), "--storage", str(tmp_path), "--resume"],
+                  cli_env(), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "rebuilt trials.parquet" in res.stdout and "already finished" in res.stdout
+    assert len(pd.read_parquet(run / "trials.parquet")) == 6
+
+
 def test_search_is_tracked_in_mlflow_as_parent_and_search_runs(finished):
     tmp, _ = finished
     uri = f"sqlite:///{tmp / 'runs' / 'mlflow.db'}"

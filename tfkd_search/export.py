@@ -5,6 +5,8 @@ Needs no Ray: it reads the run folder through `tfkd_search.runfolder` and ranks 
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +53,15 @@ def _teacher_seed(base: dict[str, Any]) -> int | None:
     return int(seed) if isinstance(seed, int) else None
 
 
-def export_best(run_dir: str | Path, top: int | None = None, seeds: list[int] | None = None
-                ) -> list[Path]:
-    """Write best/rank<k>.yaml: complete run configs for the full schedule with the found values."""
+def export_best(run_dir: str | Path, top: int | None = None, seeds: list[int] | None = None,
+                printer: Callable[[str], None] | None = None) -> list[Path]:
+    """Write best/rank<k>.yaml: complete run configs for the full schedule with the found values.
+    Tables of a finished search that are missing or unreadable are rebuilt first
+    (`RunFolder.rebuild_tables`), and `printer` (default: standard error) says so."""
     folder = RunFolder(run_dir)
+    note = folder.rebuild_tables()
+    if note:
+        (printer or (lambda line: print(line, file=sys.stderr)))(note)
     state = folder.read_state()
     if not state or not folder.trials_path.exists():
         raise ConfigError(f"{folder.path}: not a finished tfkd-search run folder (needs search.json and "

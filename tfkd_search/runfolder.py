@@ -236,6 +236,54 @@ def normalize_trials(trials: Any) -> Any:
     return t
 
 
+def read_result_lines(path: Path) -> list[dict[str, Any]]:
+    """A Ray `result.json`: one JSON object per reported epoch (a half-written last line is skipped)."""
+    lines: list[dict[str, Any]] = []
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a half-written last line of a running trial
+                continue
+            if isinstance(rec, dict):
+                lines.append(rec)
+    return lines
+
+
+def records_from_results(trial_dirs: Sequence[Path], budget: int | None, ranking: Ranking, *,
+                         search_finished: bool = False) -> list[TrialRecord]:
+    """Trial records from Ray's trial_*/result.json, what the search's tables are made of.
+
+    While a search runs, a trial without a final (`done`) report is running. Once the search has
+    finished (`search_finished`) every trial has ended: a trial stopped or paused by the scheduler
+    never writes a `done` report, and its status follows from its last report as at the end of a
+    search (`trial_status`)."""
+    records = []
+    for d in trial_dirs:
+        f = d / "result.json"
+        lines = read_result_lines(f)
+        last = lines[-1] if lines else {}
+        config = last.get("config")
+        if not isinstance(config, dict) and (d / "params.json").exists():
+            try:
+                config = json.loads((d / "params.json").read_text())
+            except (OSError, ValueError):
+                config = None
+        config = config if isinstance(config, dict) else {}
+        trial_id = str(last.get("trial_id") or d.name.removeprefix("trial_"))
+        error_file = d / "error.txt"  # Ray appends each failure; a retried trial may go on after it
+        error = None
+        if error_file.exists() and not last.get("done") and (
+                not f.exists() or error_file.stat().st_mtime >= f.stat().st_mtime):
+            text = error_file.read_text(errors="replace").strip().splitlines()
+            error = (text[-1] if text else "error")[:500]
+        records.append(TrialRecord.from_reports(
+            trial_id, lines, {str(k): v for k, v in config.items()},
+            budget=budget or int(last.get("epoch", 0) or 0), ranking=ranking, error=error,
+            finished=search_finished or bool(last.get("done"))))
+    return records
+
+
 class RunFolder:
     """`<storage>/<name>/` of a search: its state, space, tables and exported configs."""
 
@@ -324,7 +372,49 @@ class RunFolder:
         if not self.trials_path.exists():
             raise ConfigError(f"{self.path}: not a finished tfkd-search run folder (no {TRIALS_FILE}); "
                               f"pass the folder <storage>/<name> of a search")
-        return normalize_trials(pd.read_parquet(self.trials_path))
+        try:
+            frame = pd.read_parquet(self.trials_path)
+        except Exception as exc:  # noqa: BLE001 - torn, truncated or not a parquet file
+            raise ConfigError(
+                f"{self.trials_path}: unreadable ({type(exc).__name__}: {str(exc)[:200]}); a finished "
+                f"search rebuilds it from its trial_*/result.json files (tfkd-search export "
+                f"{self.path}); an unfinished one writes it at its end (tfkd-search --space SPACE "
+                f"--resume)") from None
+        return normalize_trials(frame)
+
+    def trial_dirs(self) -> list[Path]:
+        """Ray's per-trial folders (`trial_<id>/`, with result.json) of this search."""
+        return sorted(d for d in self.path.glob("trial_*") if d.is_dir())
+
+    def rebuild_tables(self) -> str | None:
+        """Mend the tables of a finished search: when trials.parquet or history.parquet is missing or
+        unreadable, write both again from Ray's per-trial result.json files, which hold every epoch
+        report the search made them from. An unreadable file is kept beside, as `<name>.unreadable`.
+        Returns a line saying what was done (None: nothing to do, or nothing to rebuild from)."""
+        import pandas as pd
+
+        bad = []
+        for path in (self.trials_path, self.history_path):
+            try:
+                pd.read_parquet(path)
+            except FileNotFoundError:
+                bad.append((path, "missing"))
+            except Exception as exc:  # noqa: BLE001 - torn, truncated or not a parquet file
+                bad.append((path, f"unreadable: {type(exc).__name__}"))
+        dirs = [d for d in self.trial_dirs() if (d / "result.json").exists()]
+        if not bad or not dirs or not self.is_finished():
+            return None
+        space = self.space()
+        records = records_from_results(dirs, space.budget, Ranking.of_space(space.spec.search.scheduler),
+                                       search_finished=True)
+        for path, why in bad:
+            if why != "missing":
+                path.replace(path.with_name(path.name + ".unreadable"))
+        self.write_tables(records, list(space.params))
+        what = ", ".join(f"{p.name} ({why}{'; kept as ' + p.name + '.unreadable' if why != 'missing' else ''})"
+                         for p, why in bad)
+        return (f"{self.path}: rebuilt {TRIALS_FILE} and {HISTORY_FILE} from the {len(dirs)} trials' "
+                f"result.json files: {what}")
 
     def read_history(self) -> Any:
         import pandas as pd

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..runfolder import (FINISHED, HISTORY_COLUMNS, Ranking, RunFolder, TrialRecord, normalize_trials,
-                         tables)
+from ..runfolder import (FINISHED, HISTORY_COLUMNS, Ranking, RunFolder, normalize_trials,
+                         records_from_results, tables)
 
 
 @dataclass(frozen=True)
@@ -182,48 +182,6 @@ def _budget(space: Any, state: dict[str, Any], raw: dict[str, Any]) -> int | Non
             if isinstance(value, int) and value > 0:
                 return value
     return None
-
-
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:  # a half-written last line of a running trial
-                continue
-            if isinstance(rec, dict):
-                lines.append(rec)
-    return lines
-
-
-def records_from_results(trial_dirs: list[Path], budget: int | None, ranking: Ranking
-                         ) -> list[TrialRecord]:
-    """Trial records from Ray's trial_*/result.json (one JSON object per reported epoch)."""
-    records = []
-    for d in trial_dirs:
-        f = d / "result.json"
-        lines = _read_lines(f)
-        last = lines[-1] if lines else {}
-        config = last.get("config")
-        if not isinstance(config, dict) and (d / "params.json").exists():
-            try:
-                config = json.loads((d / "params.json").read_text())
-            except (OSError, ValueError):
-                config = None
-        config = config if isinstance(config, dict) else {}
-        trial_id = str(last.get("trial_id") or d.name.removeprefix("trial_"))
-        error_file = d / "error.txt"  # Ray appends each failure; a retried trial may go on after it
-        error = None
-        if error_file.exists() and not last.get("done") and (
-                not f.exists() or error_file.stat().st_mtime >= f.stat().st_mtime):
-            text = error_file.read_text(errors="replace").strip().splitlines()
-            error = (text[-1] if text else "error")[:500]
-        records.append(TrialRecord.from_reports(
-            trial_id, lines, {str(k): v for k, v in config.items()},
-            budget=budget or int(last.get("epoch", 0) or 0), ranking=ranking, error=error,
-            finished=bool(last.get("done"))))
-    return records
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunData:

@@ -278,6 +278,9 @@ def _print_mlflow(printer: Printer, tracker: Tracker, parent_id: str) -> None:
 
 def _already_finished(folder: RunFolder, state: dict[str, Any], space: Space, ranking: Ranking,
                       printer: Printer) -> SearchOutcome:
+    note = folder.rebuild_tables()
+    if note:
+        printer(note)
     trials = folder.read_trials()
     exported = sorted(folder.best_dir.glob("rank*.yaml"))
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.get("finished_at") or 0))
