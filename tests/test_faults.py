@@ -5,6 +5,9 @@
 * a diverging trial is marked diverged and the search goes on;
 * the driver SIGKILLed at three different moments, then --resume: every grid point exactly once,
   finished trials kept as they were;
+* Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) mid-search: exit 130 with
+  the command that continues it, no traceback; twice interrupted and resumed, the search ends with
+  every trial and the same rung decisions an uninterrupted one takes;
 * atomic writes leave the previous file whole; YAML and checkpoints are loaded safely;
 * no secret from the environment reaches MLflow or the exported configs; an embedded Ray listens
   on loopback only.
@@ -17,6 +20,7 @@ catch it, so Ray Tune retries the trial from its last checkpoint like any other 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -312,6 +316,48 @@ def test_driver_killed_then_resume_completes_every_point_once(tmp_path: Path, mo
         assert epochs.count(1) == 1, (d.name, epochs)
     _, kids = search_runs(f"sqlite:///{storage / 'mlflow.db'}", "killed")
     assert len(kids) == 4 and {k.info.status for k in kids} == {"FINISHED"}
+
+
+def _ctrl_c_after(args: list[str], env: dict[str, str], log: Path, line: str) -> int:
+    """Start the CLI, wait for `line` in its output, then Ctrl-C it; returns the exit code."""
+    proc = start_cli(args, env, log)
+    try:
+        wait_for(lambda: line in log.read_text(errors="replace"), 300, interval=0.05, what=line)
+        os.killpg(proc.pid, signal.SIGINT)  # the whole foreground group, as a terminal does
+        return proc.wait(timeout=120)
+    finally:
+        cleanup(env, proc.pid)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_continue_and_resume_ends_the_search(tmp_path: Path) -> None:
+    quickstart = ROOT / "search_spaces" / "quickstart.yaml"
+    args = ["--space", str(quickstart), "--storage", str(tmp_path / "runs"), "--set", "threads=1"]
+    env = cli_env()
+    run_dir = tmp_path / "runs" / "quickstart"
+    # once before the first rung is decided, once (resumed) after it
+    for k, (extra, line) in enumerate((([], "epoch 2/12"), (["--resume"], "stopped early after 2"))):
+        log = tmp_path / f"{k}.log"
+        code = _ctrl_c_after([*args, *extra], env, log, line)
+        out = log.read_text(errors="replace")
+        assert code == 130, out[-3000:]
+        assert "interrupted:" in out and "continue with: tfkd-search " in out, out[-3000:]
+        assert out.rstrip().endswith("--resume"), out[-500:]
+        assert "Traceback" not in out and "Tuner.restore" not in out, out[-3000:]
+        assert not (run_dir / "trials.parquet").exists()
+    res = run_cli([*args, "--resume"], env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 12 and trials["trial_id"].is_unique
+    # the quickstart's halving, 12 -> 4 -> 1, as in an uninterrupted search
+    assert sorted(trials["epochs"]) == [2] * 8 + [6] * 3 + [12], trials
+    assert set(trials["status"]) == {"completed", "stopped_early"}
+    rungs = json.loads((run_dir / "scheduler" / "asha_rungs.json").read_text())
+    assert sorted(rungs["decided"]) == ["2", "6"] and rungs["paused"] == {}, rungs
+    parent, kids = search_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "quickstart")
+    assert parent.info.status == "FINISHED"
+    assert len(kids) == 12 and {k.info.status for k in kids} == {"FINISHED"}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -140,3 +140,17 @@ def test_optuna_limiter_counts_only_trials_not_waiting() -> None:
     assert limiter.suggest("t2") is None
     limiter.on_trial_complete("t0", {"score": 0.7})
     assert limiter.suggest("t2") is not None
+
+
+def test_saved_decisions_are_read_from_the_scheduler_folder_or_where_older_runs_kept_them(tmp_path) -> None:
+    from tfkd_search.io import atomic_write_json
+    from tfkd_search.search.scheduler import RUNGS_FILE, read_halving
+
+    h = Halving([2], 2, "max", synchronous=True, total_trials=2)
+    h.on_result("a", 0, 2, 0.5)
+    assert read_halving(tmp_path / RUNGS_FILE) is None
+    atomic_write_json(tmp_path / "asha_rungs.json", h.to_json())  # a run folder of an earlier version
+    assert read_halving(tmp_path / RUNGS_FILE).paused() == {"a": 2}
+    h.on_result("b", 1, 2, 0.9)  # completes the rung
+    atomic_write_json(tmp_path / RUNGS_FILE, h.to_json())
+    assert read_halving(tmp_path / RUNGS_FILE).decided(2) is not None

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import ConfigError, TfkdError
+from .errors import ConfigError, Interrupted, TfkdError
 
 EPILOG = """examples:
   tfkd-search --space search_spaces/quickstart.yaml              # CPU, digits, ~3 minutes
@@ -120,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = []
     try:
         return _dispatch(cmd, args)
+    except Interrupted as err:
+        again = [] if "--resume" in argv or cmd != "search" else ["--resume"]
+        print(f"tfkd-search: {err}; continue with: "
+              f"{shlex.join(['tfkd-search', *argv, *again])}", file=sys.stderr)
+        return err.exit_code
     except TfkdError as err:
         if args.debug:
             raise
@@ -211,6 +217,13 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
         logging.getLogger("ray.tune.execution.tune_controller").addFilter(
             lambda record: not str(record.msg).startswith("Trial task failed"))
+        # after a Ctrl-C the search says what was saved and how to go on (`--resume`, not Tune's
+        # `Tuner.restore`), and the trials that never started are no failure
+        for logger, dropped in (("ray.tune.tune", ("Trials did not complete", "Experiment has been "
+                                                   "interrupted")),
+                                ("ray.tune.analysis.experiment_analysis", ("Failed to fetch metrics",))):
+            logging.getLogger(logger).addFilter(
+                lambda record, dropped=dropped: not str(record.msg).startswith(dropped))
     try:
         outcome = run_search(space, gpus=args.gpus, ray_options=_ray_options(args),
                              storage=args.storage, name=args.name, resume=args.resume,

@@ -11,6 +11,8 @@ traceback and exits with the error's `exit_code`:
   (`EnvironmentProblem`)
 * **1 -- the run itself failed**: every trial errored or diverged, or an unexpected error
   (`TfkdError` itself, `TrainingDiverged`, any other exception).
+* **130 -- interrupted** (Ctrl-C, SIGINT): what was computed is saved and `--resume` continues it
+  (`Interrupted`).
 
 Validation problems are collected as `Problem` records (where, key path, message, bad value, and
 whether a `--set` override rather than the file supplied the value) and formatted once, by
@@ -26,6 +28,7 @@ from typing import Any
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
 class _Unset:
@@ -126,3 +129,9 @@ class TrainingDiverged(TfkdError):
         super().__init__(f"training loss became {loss} in epoch {epoch}")
         self.epoch = epoch
         self.loss = loss
+
+
+class Interrupted(TfkdError):
+    """The user stopped the run (Ctrl-C); the message says what was saved (exit code 130)."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -164,6 +164,10 @@ class Halving:
         """Trials waiting at a rung (trial -> rung epoch)."""
         return dict(self._paused)
 
+    def ended(self) -> set[str]:
+        """Trials that ended: stopped at a rung, or reported ended through `on_end`."""
+        return set(self._ended)
+
     def decided(self, rung: int) -> dict[str, Decision] | None:
         """Sync: the decision of a complete rung (trial -> CONTINUE/STOP), None while open."""
         d = self._decided.get(int(rung))

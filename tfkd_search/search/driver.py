@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ..overrides import flatten
-from ..errors import TfkdError
-from ..runfolder import Ranking, RunFolder, TrialRecord
+from ..errors import Interrupted, TfkdError
+from ..runfolder import Ranking, RunFolder, TrialRecord, TrialStatus
 from ..scheduling import Halving
 from ..spaces import Space, concurrency, packs
 from ..tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
 from .cluster import RayOptions, init_ray, preflight
 from .hosting import start_registry, stop_registry
 from .progress import make_callback
-from .scheduler import RUNGS_FILE, make_scheduler
+from .scheduler import RUNGS_FILE, make_scheduler, read_halving
 from .storage import is_object_store, join_uri, prepare_run_dir, resolve_paths, space_digest, \
     upload_results
 from .trial import SCORE, run_trial, to_tune
@@ -144,15 +144,25 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
     t0 = time.time()
     try:
         results = tuner.fit()
-    except KeyboardInterrupt:
-        printer(f"interrupted: finished trials are saved; continue with --resume --name {name}")
+    except KeyboardInterrupt:  # a second Ctrl-C, while Tune saves after the first
         tracker.finish(parent_id, "KILLED")
-        raise
+        raise Interrupted(f"search {name!r} interrupted while Tune saved its state; the trials' "
+                          f"checkpoints are in {exp_path}") from None
     finally:
         if registry is not None:
             stop_registry(registry, printer)
     wall = time.time() - t0
+    # Tune takes the first Ctrl-C itself: it saves the experiment state and returns early, with
+    # trials still pending, running or paused (it marks them all terminated). Nothing is lost, but
+    # the search has not finished.
     records = [_record(r, space, ranking) for r in results]
+    unfinished = len(_unfinished(records, run_dir / RUNGS_FILE))
+    if unfinished:
+        tracker.close_orphans()
+        tracker.finish(parent_id, "KILLED")
+        raise Interrupted(f"search {name!r} interrupted: {len(results) - unfinished} of "
+                          f"{len(results)} trials finished; their results and the other trials' "
+                          f"checkpoints are saved in {exp_path}")
     trials = folder.write_tables(records, list(space.params))
     tracker.close_orphans()
     exported = _export(folder, space, printer)
@@ -230,6 +240,15 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
             checkpoint_config=CheckpointConfig(num_to_keep=1)))
 
 
+def _unfinished(records: list[TrialRecord], rungs_file: Path) -> list[str]:
+    """Trials that have not ended: not errored, not diverged, short of the budget and not stopped at
+    a rung (the halving's own record, `rungs_file`)."""
+    saved = read_halving(rungs_file)
+    stopped = saved.ended() if saved is not None else set()
+    ended = (TrialStatus.ERRORED, TrialStatus.DIVERGED, TrialStatus.COMPLETED)
+    return [r.trial_id for r in records if r.status not in ended and r.trial_id not in stopped]
+
+
 def _record(result: Any, space: Space, ranking: Ranking) -> TrialRecord:
     """A Tune `Result` as the run folder's trial record."""
     m = dict(result.metrics or {})
@@ -239,7 +258,8 @@ def _record(result: Any, space: Space, ranking: Ranking) -> TrialRecord:
     error = None
     if result.error is not None:
         error = (str(result.error).strip().splitlines() or [""])[-1][:500]
-    return TrialRecord.from_reports(trial_id, reports, {k: result.config.get(k) for k in space.params},
+    config = result.config or {}  # None for a trial that never started
+    return TrialRecord.from_reports(trial_id, reports, {k: config.get(k) for k in space.params},
                                     budget=space.budget, ranking=ranking, error=error)
 
 

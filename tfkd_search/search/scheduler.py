@@ -4,7 +4,7 @@ Synchronous mode decides each rung when it is complete: a trial that reaches a r
 PAUSED (its checkpoint at the rung is kept, its GPU share goes to the next trial) and, once every
 trial has reported at the rung or ended before it, the best 1/reduction_factor are resumed and the
 rest stopped. The result does not depend on the order in which results arrive. The decisions are
-also written to `asha_rungs.json` in the run folder whenever they change, and read back after
+also written to `scheduler/asha_rungs.json` in the run folder whenever they change, and read back after
 `--resume` (Ray restores the scheduler from the pickle taken at the start of the experiment, so its
 own state would be empty: ray-project/ray#30838).
 """
@@ -20,7 +20,21 @@ from ..runfolder import trial_index
 from ..scheduling import Decision, Halving
 from .trial import SCORE
 
-RUNGS_FILE = "asha_rungs.json"
+# Not at the top of the run folder: at a restore Tune copies the top-level .json and .pkl files of
+# the experiment folder to its staging folder and, during the resumed run, writes those copies back
+# over the originals, so decisions taken after the restore would be lost at the next resume.
+RUNGS_FILE = "scheduler/asha_rungs.json"
+_OLD_RUNGS_FILE = "asha_rungs.json"  # where run folders of earlier versions keep them
+
+
+def read_halving(rungs_file: str | Path) -> Halving | None:
+    """The decisions saved in a run folder's rungs file (None: none saved yet)."""
+    path = Path(rungs_file)
+    old = path.parent.parent / _OLD_RUNGS_FILE
+    for p in (path, old):
+        if p.exists():
+            return Halving.from_json(json.loads(p.read_text()))
+    return None
 
 
 def make_scheduler(halving: Halving, rungs_file: Path | None, max_running: int | None = None) -> Any:
@@ -48,8 +62,9 @@ def make_scheduler(halving: Halving, rungs_file: Path | None, max_running: int |
         # -- persistence
         def _load(self) -> None:
             self._loaded = True
-            if self._file and Path(self._file).exists():
-                self.halving = Halving.from_json(json.loads(Path(self._file).read_text()))
+            saved = read_halving(self._file) if self._file else None
+            if saved is not None:
+                self.halving = saved
 
         def _save(self, tc: Any) -> None:
             if self._file:
