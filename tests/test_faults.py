@@ -360,6 +360,23 @@ def test_ctrl_c_says_how_to_continue_and_resume_ends_the_search(tmp_path: Path) 
     assert len(kids) == 12 and {k.info.status for k in kids} == {"FINISHED"}
 
 
+def test_ctrl_c_in_train_keeps_the_checkpoint_and_says_how_to_continue(tmp_path: Path) -> None:
+    args = ["train", "--config", str(ROOT / "examples" / "digits_tfkd_reg.yaml"), "--out",
+            str(tmp_path / "out"), "--set", "schedule.epochs=60", "--set", "checkpoint_every=1"]
+    env = cli_env()
+    log = tmp_path / "train.log"
+    code = _ctrl_c_after(args, env, log, "epoch 3/60")
+    out = log.read_text(errors="replace")
+    assert code == 130, out[-2000:]
+    assert "interrupted; the runs' checkpoints are kept: continue with: tfkd-search train" in out
+    assert out.rstrip().endswith("--resume") and "Traceback" not in out, out[-2000:]
+    res = run_cli([*args, "--resume"], env, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "epoch 1/60" not in res.stdout and "epoch 60/60" in res.stdout  # went on, not again
+    epochs = pd.read_parquet(tmp_path / "out" / "seed0" / "metrics.parquet")["epoch"].tolist()
+    assert epochs == list(range(1, 61))
+
+
 # ------------------------------------------------------------------------------------------------
 # Secrets and network exposure of a real search
 

@@ -122,9 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(cmd, args)
     except Interrupted as err:
-        again = [] if "--resume" in argv or cmd != "search" else ["--resume"]
-        print(f"tfkd-search: {err}; continue with: "
-              f"{shlex.join(['tfkd-search', *argv, *again])}", file=sys.stderr)
+        print(f"tfkd-search: {err}; continue with: {_resume_command(argv)}", file=sys.stderr)
         return err.exit_code
     except TfkdError as err:
         if args.debug:
@@ -132,14 +130,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tfkd-search: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 1)
     except KeyboardInterrupt:
-        print("tfkd-search: interrupted", file=sys.stderr)
-        return 130
+        hint = (f"; the runs' checkpoints are kept: continue with: {_resume_command(argv)}"
+                if cmd == "train" else "")
+        print(f"tfkd-search: interrupted{hint}", file=sys.stderr)
+        return Interrupted.exit_code
     except Exception as err:  # noqa: BLE001 - last resort: one line, no traceback
         if args.debug:
             raise
         print(f"tfkd-search: error: {type(err).__name__}: {err} (run with --debug for details)",
               file=sys.stderr)
         return 1
+
+
+def _resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted search or train: the same, with --resume."""
+    return shlex.join(["tfkd-search", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 def _quiet_libraries(debug: bool) -> None:
