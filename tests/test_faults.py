@@ -346,6 +346,9 @@ def test_ctrl_c_says_how_to_continue_and_resume_ends_the_search(tmp_path: Path) 
         assert out.rstrip().endswith("--resume"), out[-500:]
         assert "Traceback" not in out and "Tuner.restore" not in out, out[-3000:]
         assert not (run_dir / "trials.parquet").exists()
+    res = run_cli(["export", str(run_dir)], env, timeout=120)
+    assert res.returncode == 2 and "has not finished" in res.stderr, res.stderr
+    assert f"--storage {tmp_path / 'runs'} --name quickstart --resume" in res.stderr, res.stderr
     res = run_cli([*args, "--resume"], env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     trials = pd.read_parquet(run_dir / "trials.parquet")

@@ -5,6 +5,7 @@ Needs no Ray: it reads the run folder through `tfkd_search.runfolder` and ranks 
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,13 @@ def export_best(run_dir: str | Path, top: int | None = None, seeds: list[int] | 
     if note:
         (printer or (lambda line: print(line, file=sys.stderr)))(note)
     state = folder.read_state()
+    if state and not state.get("finished") and not folder.trials_path.exists():
+        again = shlex.join(["tfkd-search", "--space", str(state.get("space_file") or "SPACE"),
+                            "--storage", str(folder.path.parent), "--name",
+                            str(state.get("name") or folder.path.name), "--resume"])
+        raise ConfigError(f"{folder.path}: search {state.get('name')!r} has not finished (interrupted, "
+                          f"or still running); continue it with: {again}; "
+                          f"'tfkd-search report {folder.path}' shows its trials so far")
     if not state or not folder.trials_path.exists():
         raise ConfigError(f"{folder.path}: not a finished tfkd-search run folder (needs search.json and "
                           f"trials.parquet); pass the folder <storage>/<name> of a search")
