@@ -318,13 +318,21 @@ def test_driver_killed_then_resume_completes_every_point_once(tmp_path: Path, mo
     assert len(kids) == 4 and {k.info.status for k in kids} == {"FINISHED"}
 
 
-def _ctrl_c_after(args: list[str], env: dict[str, str], log: Path, line: str) -> int:
-    """Start the CLI, wait for `line` in its output, then Ctrl-C it; returns the exit code."""
+def _ctrl_c_after(args: list[str], env: dict[str, str], log: Path, line: str,
+                  sigterm: bool = False) -> int:
+    """Start the CLI, wait for `line` in its output, then Ctrl-C it (the whole foreground group, as
+    a terminal does) or SIGTERM the driver alone (as `kill` does); returns the exit code, once the
+    processes of the search's embedded Ray have exited too (they must not outlive it)."""
     proc = start_cli(args, env, log)
     try:
         wait_for(lambda: line in log.read_text(errors="replace"), 300, interval=0.05, what=line)
-        os.killpg(proc.pid, signal.SIGINT)  # the whole foreground group, as a terminal does
-        return proc.wait(timeout=120)
+        if sigterm:
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=120)
+        wait_for(lambda: not ray_processes(env["TFKD_RAY_TMPDIR"]), 30, what="Ray to exit")
+        return code
     finally:
         cleanup(env, proc.pid)
 
@@ -361,6 +369,21 @@ def test_ctrl_c_says_how_to_continue_and_resume_ends_the_search(tmp_path: Path) 
     parent, kids = search_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "quickstart")
     assert parent.info.status == "FINISHED"
     assert len(kids) == 12 and {k.info.status for k in kids} == {"FINISHED"}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigterm_stops_a_search_like_ctrl_c_and_leaves_no_ray_behind(tmp_path: Path) -> None:
+    """`kill` (or a batch system's preemption notice) instead of Ray's abort with a stack dump."""
+    env = cli_env()
+    log = tmp_path / "term.log"
+    space = ROOT / "search_spaces" / "quickstart.yaml"
+    code = _ctrl_c_after(["--space", str(space), "--storage", str(tmp_path / "runs")], env, log,
+                         "epoch 2/12", sigterm=True)
+    out = log.read_text(errors="replace")
+    assert code == 130, out[-3000:]
+    assert "interrupted:" in out and out.rstrip().endswith("--resume"), out[-3000:]
+    assert "SIGTERM received" not in out and "Traceback" not in out, out[-3000:]
 
 
 def test_ctrl_c_in_train_keeps_the_checkpoint_and_says_how_to_continue(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,6 +144,7 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
     printer(f"ranking: {ranking.describe()}")
     _print_mlflow(printer, tracker, parent_id)
     t0 = time.time()
+    previous = _sigterm_as_ctrl_c()
     try:
         results = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C, while Tune saves after the first
@@ -149,6 +152,8 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
         raise Interrupted(f"search {name!r} interrupted while Tune saved its state; the trials' "
                           f"checkpoints are in {exp_path}") from None
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if registry is not None:
             stop_registry(registry, printer)
     wall = time.time() - t0
@@ -238,6 +243,15 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
             # driver killed right after a trial's last epoch resumes that trial from its final
             # checkpoint instead of training its last epoch again
             checkpoint_config=CheckpointConfig(num_to_keep=1)))
+
+
+def _sigterm_as_ctrl_c() -> Any:
+    """A SIGTERM (`kill`, a batch system's preemption notice) stops the search as Ctrl-C does: Tune
+    saves its state and the search exits to be resumed, instead of Ray's handler aborting the
+    driver. Returns the handler it replaced (None off the main thread, where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 def _unfinished(records: list[TrialRecord], rungs_file: Path) -> list[str]:
