@@ -25,8 +25,12 @@ in flight). Rows:
 
 Reported per row: regret (points of accuracy: the mean over seeds of the final metric of the best config
 of the space minus that of the pick; mean, 90th percentile and worst over replays; also on the stand-in
-test accuracy), trial-epochs as a share of the full grid's, how often the modal pick is picked, and the
-Spearman correlation between each rung's metric and the final metric (mean over replays).
+test accuracy), trial-epochs as a share of the full grid's, the share of the trial slots' time spent
+training (busy%: the rest is idle, waiting for a synchronous rung to complete or for the last trials of
+the search) and the wall time against the full grid's (wall%; both from simulated epoch times, so an
+estimate of what waiting costs, not a measurement), how often
+the modal pick is picked, and the Spearman correlation between each rung's metric and the final metric
+(mean over replays).
 """
 
 from __future__ import annotations
@@ -252,6 +256,8 @@ class Outcome:
     trial_epochs: int
     trials: int
     stopped: dict[str, int]
+    slot_use: float = 1.0  # busy trial-slot time / (search wall time x concurrency)
+    wall: float = 0.0      # the search's simulated wall time (in mean epoch times)
 
 
 class _Searcher:
@@ -349,8 +355,13 @@ def replay_once(plan: Plan, curves: Curves, sch: dict[str, Any], noise: dict[str
         cid = trial_cfg[i]
         return curves.windowed(cid, noise[cid], window)[epoch - 1]
 
+    busy = 0.0
+
     def start(i: int) -> None:
-        running[i] = (now + speed[i] * rng.uniform(0.7, 1.3), trained[i] + 1)
+        nonlocal busy
+        took = speed[i] * rng.uniform(0.7, 1.3)
+        busy += took
+        running[i] = (now + took, trained[i] + 1)
 
     def end(i: int, st: str) -> None:
         status[i] = st
@@ -398,7 +409,8 @@ def replay_once(plan: Plan, curves: Curves, sch: dict[str, Any], noise: dict[str
                     end(int(t), "stopped_early")
     pick = _rank(trial_cfg, trained, status, metric_at, plan, window, check)
     return Outcome(pick, sum(trained.values()), len(trial_cfg),
-                   {trial_cfg[i]: trained[i] for i in trial_cfg})
+                   {trial_cfg[i]: trained[i] for i in trial_cfg},
+                   slot_use=busy / (now * conc) if now > 0 else 1.0, wall=now)
 
 
 def _rank(trial_cfg, trained, status, metric_at, plan: Plan, window: int,
@@ -451,7 +463,7 @@ def evaluate(plan: Plan, curves: Curves, name: str, sch: dict[str, Any], replays
                                      range(plan.num_samples)) * curves.budget
     rng = random.Random(seed)
     noise0 = {c: rng.randrange(curves.seeds) for c in curves.ids}
-    regrets, test_regrets, epochs, picks = [], [], [], Counter()
+    regrets, test_regrets, epochs, use, wall, picks = [], [], [], [], [], Counter()
     window = int(sch.get("window") or 1)
     rungs = (rung_epochs(curves.budget, int(sch.get("grace_period") or 1),
                          float(sch.get("reduction_factor") or 3), sch.get("rungs"))
@@ -471,6 +483,8 @@ def evaluate(plan: Plan, curves: Curves, name: str, sch: dict[str, Any], replays
         regrets.append(100 * sign * (truth[best] - truth[pick]) if pick else math.inf)
         test_regrets.append(100 * (best_test - test[pick]) if pick else math.inf)
         epochs.append(out.trial_epochs)
+        use.append(out.slot_use)
+        wall.append(out.wall)
         uniq = sorted(set(grid))
         for rung in rungs:
             x = [curves.windowed(c, noise[c], window)[rung - 1] for c in uniq]
@@ -483,6 +497,7 @@ def evaluate(plan: Plan, curves: Curves, name: str, sch: dict[str, Any], replays
             "regret_worst": float(reg.max()), "test_regret_mean": float(np.mean(test_regrets)),
             "trial_epochs_mean": float(np.mean(epochs)),
             "trial_epochs_frac": float(np.mean(epochs) / grid_epochs),
+            "slot_use": float(np.mean(use)), "wall": float(np.mean(wall)),
             "repeat_share": modal_n / replays, "modal_pick": modal,
             "picks": dict(picks.most_common()),
             "spearman": {str(r): float(np.nanmean(v)) for r, v in rho.items()},
@@ -553,6 +568,8 @@ def run(curves_path: str, space: str | None, *, replays: int, seed: int, overrid
     rows.append(evaluate(plan, curves, "old default (async, w1)", old, replays, seed,
                          fixed_noise=fixed_noise, grid_epochs=int(grid_epochs)))
     rows += cand_rows
+    for r in rows:
+        r["wall_frac"] = r["wall"] / rows[0]["wall"]
     return {"curves": str(curves_path), "space": space, "replays": replays, "seed": seed,
             "fixed_noise": fixed_noise, "overrides": overrides, "concurrency": plan.concurrency,
             "searcher": plan.searcher, "budget": curves.budget, "seeds_recorded": curves.seeds,
@@ -568,18 +585,22 @@ def table(result: dict[str, Any]) -> str:
              f"{result['budget']} epochs, concurrency {result['concurrency']}, searcher "
              f"{result['searcher']}; best config {result['best_config']} "
              f"({100 * result['truth'][result['best_config']]:.2f})",
-             f"{'search':<32}{'rungs':<12}{'epochs%':>8}{'regret':>8}{'p90':>7}{'worst':>7}"
-             f"{'test':>7}{'repeat':>8}  spearman(rung)  modal pick"]
+             f"{'search':<32}{'rungs':<12}{'epochs%':>8}{'wall%':>7}{'busy%':>7}{'regret':>8}{'p90':>7}"
+             f"{'worst':>7}{'test':>7}{'repeat':>8}  spearman(rung)  modal pick"]
     for r in result["rows"]:
         rho = " ".join(f"{k}:{v:.2f}" for k, v in r["spearman"].items()) or "-"
         rungs = ",".join(map(str, r["rungs"])) or "-"
         lines.append(f"{r['name']:<32}{rungs:<12}{100 * r['trial_epochs_frac']:>7.0f}%"
+                     f"{100 * r.get('wall_frac', 1.0):>6.0f}%{100 * r.get('slot_use', 1.0):>6.0f}%"
                      f"{r['regret_mean']:>8.2f}{r['regret_p90']:>7.2f}{r['regret_worst']:>7.2f}"
                      f"{r['test_regret_mean']:>7.2f}{100 * r['repeat_share']:>7.0f}%  {rho:<15} "
                      f"{r['modal_pick']}")
     lines.append("regret: points of mean-over-seeds final val accuracy below the grid's best (test: the "
-                 "stand-in test accuracy); epochs%: trial-epochs against the full grid; repeat: share "
-                 "of replays picking the modal pick")
+                 "stand-in test accuracy); epochs%: trial-epochs against the full grid; wall%: the "
+                 "search's wall time against the full grid's; busy%: share "
+                 "of the trial slots' time spent training (simulated epoch times: a lognormal speed "
+                 "per trial, +-30% per epoch), the rest idle waiting for a rung or the last trials; "
+                 "repeat: share of replays picking the modal pick")
     return "\n".join(lines)
 
 

@@ -55,8 +55,10 @@ def test_replay_cli_writes_json_and_table(replay, tmp_path, capsys):
             assert key in r, key
         assert 0 <= r["regret_mean"] <= r["regret_worst"]
         assert 0 < r["trial_epochs_frac"] <= 1.0 + 1e-9
+        assert 0 < r["slot_use"] <= 1.0 + 1e-9 and r["wall_frac"] > 0
     full = res["rows"][0]
     assert full["trial_epochs_frac"] == pytest.approx(1.0) and full["spearman"] == {}
+    assert full["wall_frac"] == pytest.approx(1.0)
     sync = res["rows"][names.index("sync w2")]
     assert set(sync["spearman"]) == {str(x) for x in sync["rungs"]}
 
@@ -78,3 +80,21 @@ def test_a_bad_scheduler_loses_to_the_full_grid(replay, plan, curves):
                                                 "rungs": None}, 80, seed=3)
     assert bad["trial_epochs_frac"] < 0.3
     assert bad["regret_mean"] > full["regret_mean"] + 0.1
+
+
+def test_waiting_at_synchronous_rungs_shows_as_idle_slots(replay, plan, curves):
+    """One trial at a time never waits (a trial paused at a rung hands its slot to the next); with 8
+    at a time a synchronous rung idles the slots of the trials that reached it first."""
+    sync = {**plan.scheduler, "kind": "asha", "synchronous": True, "window": 2, "rungs": [3, 6],
+            "reduction_factor": 3}
+    try:
+        plan.concurrency = 1
+        one = replay.evaluate(plan, curves, "sync", sync, 10, seed=2)
+        assert one["slot_use"] == pytest.approx(1.0)
+        plan.concurrency = 8
+        eight = replay.evaluate(plan, curves, "sync", sync, 10, seed=2)
+        async_ = replay.evaluate(plan, curves, "async", {**sync, "synchronous": False}, 10, seed=2)
+        assert eight["slot_use"] < async_["slot_use"] < 1.0
+        assert eight["wall"] < one["wall"] / 3  # but 8 slots still answer far sooner than one
+    finally:
+        plan.concurrency = 8
