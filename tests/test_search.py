@@ -102,6 +102,26 @@ def test_torn_tables_of_a_finished_search_are_rebuilt_from_the_trials_results(fi
     assert len(pd.read_parquet(run / "trials.parquet")) == 6
 
 
+def test_resume_of_a_search_stopped_before_tune_started_starts_its_trials(finished, tmp_path):
+    """A driver stopped after it made the run folder, before Tune wrote its state (Ctrl-C during the
+    MLflow set-up, a crash): --resume starts the trials instead of failing on a missing tuner.pkl."""
+    import shutil
+
+    tmp, _ = finished
+    run = tmp_path / "gridtest"
+    shutil.copytree(tmp / "runs" / "gridtest", run, ignore=shutil.ignore_patterns(
+        "tuner.pkl", "experiment_state-*", "basic-variant-state-*", "trial_*", "*.parquet", "best",
+        "report", "scheduler", ".validate_storage_marker"))
+    state = json.loads((run / "search.json").read_text())
+    (run / "search.json").write_text(json.dumps({**state, "finished": False}))
+    assert sorted(p.name for p in run.iterdir()) == ["search.json", "space.yaml"]
+    res = run_cli(["--space", str(tmp / "grid.yaml"), "--storage", str(tmp_path), "--resume"],
+                  cli_env(), timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "was stopped before any trial started" in res.stdout
+    assert sorted(pd.read_parquet(run / "trials.parquet")["epochs"]) == [1, 1, 1, 2, 2, 4]
+
+
 def test_search_is_tracked_in_mlflow_as_parent_and_search_runs(finished):
     tmp, _ = finished
     uri = f"sqlite:///{tmp / 'runs' / 'mlflow.db'}"

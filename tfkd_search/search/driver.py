@@ -128,9 +128,12 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
                 f"on its own CUDA stream (search.resources.pack: false runs one process per trial)"
                 if gpu_share else "packing: the trials of each node run in one host process "
                 "(search.resources.pack: true on the CPU)")
+    restore = resume and _tune_started(exp_path)
+    if resume and not restore:  # stopped after its run folder was made, before Tune wrote anything
+        printer(f"note: {name!r} was stopped before any trial started: starting its trials now")
     tuner = _tuner(space, ranking, halving, base=base, gpu_share=gpu_share, conc=conc,
                    registry=registry,
-                   storage_root=storage_root, name=name, run_dir=run_dir, resume=resume,
+                   storage_root=storage_root, name=name, run_dir=run_dir, resume=restore,
                    exp_path=exp_path, callback=make_callback(
                        {"uri": uri, "experiment": name, "parent_id": parent_id,
                         "debug": ray_options.debug},
@@ -243,6 +246,13 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
             # driver killed right after a trial's last epoch resumes that trial from its final
             # checkpoint instead of training its last epoch again
             checkpoint_config=CheckpointConfig(num_to_keep=1)))
+
+
+def _tune_started(exp_path: str) -> bool:
+    """Whether Tune saved an experiment at `exp_path` (a folder or an object-store URI) to restore."""
+    from ray.tune import Tuner
+
+    return bool(Tuner.can_restore(exp_path))
 
 
 def _sigterm_as_ctrl_c() -> Any:
