@@ -262,6 +262,12 @@ CASES = [
          ("{tmp}/run/trials.parquet", "unreadable", "ArrowInvalid", "--resume"),
          {"run/": None, "run/search.json": '{"name": "run", "finished": false, "base": {}}',
           "run/trials.parquet": "PAR1 torn"}),
+    Case("export-with-a-torn-search-json", ("export", "{tmp}/run"), 2,
+         ("{tmp}/run/search.json", "unreadable", "JSONDecodeError", "--name NEW", "tfkd-search report"),
+         {"run/": None, "run/search.json": '{"name": "run", "fini'}),
+    Case("resume-with-a-torn-search-json", ("--space", F, "--storage", "{tmp}/store", "--resume"), 2,
+         ("{tmp}/store/bad/search.json", "unreadable", "restore it", "--name NEW"),
+         {"space.yaml": space(), "store/": None, "store/bad/": None, "store/bad/search.json": "{torn"}),
 ]
 
 

@@ -60,10 +60,10 @@ def export_best(run_dir: str | Path, top: int | None = None, seeds: list[int] | 
     Tables of a finished search that are missing or unreadable are rebuilt first
     (`RunFolder.rebuild_tables`), and `printer` (default: standard error) says so."""
     folder = RunFolder(run_dir)
+    state = folder.read_state(strict=True)
     note = folder.rebuild_tables()
     if note:
         (printer or (lambda line: print(line, file=sys.stderr)))(note)
-    state = folder.read_state()
     if state and not state.get("finished") and not folder.trials_path.exists():
         again = shlex.join(["tfkd-search", "--space", str(state.get("space_file") or "SPACE"),
                             "--storage", str(folder.path.parent), "--name",

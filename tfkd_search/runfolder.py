@@ -318,14 +318,29 @@ class RunFolder:
         return bool(self.read_state().get("finished"))
 
     # -- state (search.json)
-    def read_state(self) -> dict[str, Any]:
+    def read_state(self, strict: bool = False) -> dict[str, Any]:
+        """search.json ({} when missing; also when unreadable, unless `strict`: then a ConfigError
+        that names the file, for the commands that cannot go on without it)."""
         if not self.state_path.exists():
             return {}
         try:
             loaded = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            if strict:
+                raise ConfigError(
+                    f"{self.state_path}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); it holds "
+                    f"what the search was started with (space digest, MLflow run, base config) and "
+                    f"cannot be rebuilt: restore it, or start the search again with --name NEW (the "
+                    f"trials' results stay in {self.path} and 'tfkd-search report {self.path}' "
+                    f"shows them)") from None
             return {}
-        return loaded if isinstance(loaded, dict) else {}
+        if not isinstance(loaded, dict):
+            if strict:
+                raise ConfigError(f"{self.state_path}: not a tfkd-search search.json (the top level "
+                                  f"is not a mapping); restore it, or start the search again with "
+                                  f"--name NEW")
+            return {}
+        return loaded
 
     def write_state(self, state: Mapping[str, Any]) -> None:
         atomic_write_json(self.state_path, dict(state))

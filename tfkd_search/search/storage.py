@@ -67,7 +67,7 @@ def prepare_run_dir(space: Space, storage: str, name: str, resume: bool,
         if not folder.state_path.exists():
             raise ConfigError(f"--resume: no search to resume in {run_dir} (no {folder.state_path.name}); "
                               f"check --storage and --name, or drop --resume to start a new search")
-        state = folder.read_state()
+        state = folder.read_state(strict=True)
         if state.get("space_digest") != space_digest(space):
             changed = describe_changes(state.get("space_raw") or {}, space.raw) \
                 if state.get("space_raw") else []
