@@ -113,7 +113,9 @@ def test_resume_of_a_search_stopped_before_tune_started_starts_its_trials(finish
         "tuner.pkl", "experiment_state-*", "basic-variant-state-*", "trial_*", "*.parquet", "best",
         "report", "scheduler", ".validate_storage_marker"))
     state = json.loads((run / "search.json").read_text())
-    (run / "search.json").write_text(json.dumps({**state, "finished": False}))
+    # its own MLflow store: the state names the module's, which other tests here count runs in
+    (run / "search.json").write_text(json.dumps({**state, "finished": False,
+                                                 "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}))
     assert sorted(p.name for p in run.iterdir()) == ["search.json", "space.yaml"]
     res = run_cli(["--space", str(tmp / "grid.yaml"), "--storage", str(tmp_path), "--resume"],
                   cli_env(), timeout=600)
