@@ -591,7 +591,7 @@ def table(result: dict[str, Any]) -> str:
         rho = " ".join(f"{k}:{v:.2f}" for k, v in r["spearman"].items()) or "-"
         rungs = ",".join(map(str, r["rungs"])) or "-"
         lines.append(f"{r['name']:<32}{rungs:<12}{100 * r['trial_epochs_frac']:>7.0f}%"
-                     f"{100 * r.get('wall_frac', 1.0):>6.0f}%{100 * r.get('slot_use', 1.0):>6.0f}%"
+                     f"{100 * r['wall_frac']:>6.0f}%{100 * r['slot_use']:>6.0f}%"
                      f"{r['regret_mean']:>8.2f}{r['regret_p90']:>7.2f}{r['regret_worst']:>7.2f}"
                      f"{r['test_regret_mean']:>7.2f}{100 * r['repeat_share']:>7.0f}%  {rho:<15} "
                      f"{r['modal_pick']}")

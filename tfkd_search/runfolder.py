@@ -406,28 +406,29 @@ class RunFolder:
         unreadable, write both again from Ray's per-trial result.json files, which hold every epoch
         report the search made them from. An unreadable file is kept beside, as `<name>.unreadable`.
         Returns a line saying what was done (None: nothing to do, or nothing to rebuild from)."""
-        import pandas as pd
+        import pyarrow.parquet as pq
 
+        if not self.is_finished():
+            return None
+        dirs = [d for d in self.trial_dirs() if (d / "result.json").exists()]
         bad = []
         for path in (self.trials_path, self.history_path):
             try:
-                pd.read_parquet(path)
+                pq.read_metadata(path)  # the footer: a torn or truncated file has none
             except FileNotFoundError:
                 bad.append((path, "missing"))
             except Exception as exc:  # noqa: BLE001 - torn, truncated or not a parquet file
-                bad.append((path, f"unreadable: {type(exc).__name__}"))
-        dirs = [d for d in self.trial_dirs() if (d / "result.json").exists()]
-        if not bad or not dirs or not self.is_finished():
+                kept = path.with_name(path.name + ".unreadable")
+                bad.append((path, f"unreadable: {type(exc).__name__}; kept as {kept.name}"))
+        if not bad or not dirs:
             return None
         space = self.space()
-        records = records_from_results(dirs, space.budget, Ranking.of_space(space.spec.search.scheduler),
-                                       search_finished=True)
+        records = records_from_results(dirs, space.budget, self.ranking(), search_finished=True)
         for path, why in bad:
             if why != "missing":
                 path.replace(path.with_name(path.name + ".unreadable"))
         self.write_tables(records, list(space.params))
-        what = ", ".join(f"{p.name} ({why}{'; kept as ' + p.name + '.unreadable' if why != 'missing' else ''})"
-                         for p, why in bad)
+        what = ", ".join(f"{p.name} ({why})" for p, why in bad)
         return (f"{self.path}: rebuilt {TRIALS_FILE} and {HISTORY_FILE} from the {len(dirs)} trials' "
                 f"result.json files: {what}")
 
