@@ -133,6 +133,27 @@ def test_overlap_reads_no_detectable_difference_and_equal_differences_are_exact(
     assert tie.verdict == "no detectable difference"
 
 
+def test_eval_size_adds_the_evaluation_sets_noise_by_hand():
+    # the A/B example on 1,000 examples: mean accuracies 0.92 and 0.904 can disagree on at most
+    # 0.08 + 0.096 of the examples -> split variance 0.176 / 1000; seeds' variance of the mean 30e-6 / 5;
+    # Satterthwaite df = total^2 / ((6e-6)^2 / 4) = 3680 -> capped at 1000, t(0.975, 1000) = 1.9623390
+    c = compare(A, B, eval_size=1000)
+    total = 0.176 / 1000 + 6e-6
+    half = 1.9623390 * math.sqrt(total)
+    assert c.diff == pytest.approx(0.016)
+    assert (c.low, c.high) == (pytest.approx(0.016 - half, abs=1e-6), pytest.approx(0.016 + half, abs=1e-6))
+    assert c.verdict == "no detectable difference" and "1000-example evaluation set" in c.note
+    assert stats.split_variance(0.92, 0.904, 1000) == pytest.approx(0.176 / 1000)
+    assert stats.split_variance(0.3, 0.4, 10) == pytest.approx(1.0 / 10)  # at most every example
+    # a large evaluation set leaves the seeds' interval almost as it was
+    big = compare(A, B, eval_size=10_000_000)
+    assert big.verdict == "better" and big.high - big.low < 1.01 * (compare(A, B).high - compare(A, B).low)
+    with pytest.raises(ValueError):
+        compare({s: 100 * v for s, v in A.items()}, {s: 100 * v for s, v in B.items()}, eval_size=100)
+    with pytest.raises(ValueError):
+        compare(A, B, eval_size=0)
+
+
 def test_compare_rejects_bad_mode_and_level():
     with pytest.raises(ValueError):
         compare(A, B, mode="maximize")

@@ -8,6 +8,11 @@ the runs share no seed (e.g. scores from two different searches) Welch's interva
 used instead. With fewer than `min_seeds` paired seeds no interval is given at all: a 2-seed t interval
 is wide enough to be useless and its verdict would read like evidence.
 
+That interval is about seeds on one validation set. Where that set is small (sklearn's digits: 288
+images, one image 0.35 points), its own sampling noise can be larger than the seeds', and a difference
+that is real on it need not hold on new data; `compare(..., eval_size=N)` adds an upper bound of that
+noise to the interval.
+
 The verdict is read from the interval: `better` when it lies wholly on the better side of 0 (above for
 mode "max", below for mode "min"), `worse` when wholly on the other side, else `no detectable difference`.
 
@@ -22,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["VERDICTS", "Comparison", "Summary", "compare", "format_comparison", "format_summary",
-           "summarize", "t_cdf", "t_ppf"]
+           "split_variance", "summarize", "t_cdf", "t_ppf"]
 
 VERDICTS = ("better", "worse", "no detectable difference")
 
@@ -159,21 +164,44 @@ def _verdict(low: float | None, high: float | None, mode: str) -> str:
     return VERDICTS[2]
 
 
-def _interval(mean: float, var_of_mean: float, df: float, level: float) -> tuple[float, float]:
-    if var_of_mean == 0:  # every difference equal: the interval is that one value
+def _interval(mean: float, var_of_mean: float, df: float, level: float,
+              split_var: float = 0.0) -> tuple[float, float]:
+    """mean ± t * se; `split_var` (the evaluation set's sampling variance, which no number of seeds
+    averages out: infinite df) joins by the Welch-Satterthwaite df, capped at 1000."""
+    total = var_of_mean + split_var
+    if total == 0:  # every difference equal: the interval is that one value
         return mean, mean
-    half = t_ppf(0.5 + level / 2.0, df) * math.sqrt(var_of_mean)
+    if split_var > 0:
+        df = min(1000.0, total ** 2 / (var_of_mean ** 2 / df)) if var_of_mean > 0 else 1000.0
+    half = t_ppf(0.5 + level / 2.0, df) * math.sqrt(total)
     return mean - half, mean + half
 
 
+def split_variance(mean_a: float, mean_b: float, eval_size: int) -> float:
+    """An upper bound on the variance that the evaluation set's finite size adds to a difference of two
+    accuracies measured on the same `eval_size` examples: the two can disagree on at most a share
+    min(1, err_a + err_b) of the examples (McNemar's discordant pairs), and the difference's variance
+    is at most that share / eval_size. Conservative: similar models disagree on fewer."""
+    if eval_size < 1:
+        raise ValueError(f"eval_size must be >= 1, got {eval_size}")
+    if not (0.0 <= mean_a <= 1.0 and 0.0 <= mean_b <= 1.0):
+        raise ValueError(f"eval_size needs accuracies in [0, 1], got means {mean_a}, {mean_b}")
+    return min(1.0, (1.0 - mean_a) + (1.0 - mean_b)) / eval_size
+
+
 def compare(a: Mapping[int, float], b: Mapping[int, float], *, mode: str = "max", level: float = 0.95,
-            min_seeds: int = 3) -> Comparison:
+            min_seeds: int = 3, eval_size: int | None = None) -> Comparison:
     """Compare per-seed scores `a` with `b` ({seed: score}); non-finite scores are left out.
 
     Seeds both have: a paired t interval on the differences a - b (df = n - 1). No seed in common:
     Welch's interval on mean(a) - mean(b) (Welch-Satterthwaite df). Fewer than `min_seeds` paired
     seeds (or, unpaired, fewer on either side): no interval, verdict `no detectable difference`, and
-    the note says how many seeds there were."""
+    the note says how many seeds there were.
+
+    The seeds' spread is all the interval holds by default: it answers "on this validation set, over
+    seeds". `eval_size` (the scores are accuracies on the same `eval_size` examples) widens it by the
+    evaluation set's own sampling noise (`split_variance`, an upper bound), so that `better` also
+    claims the difference holds on new data of the same kind."""
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     if not 0.0 < level < 1.0:
@@ -189,9 +217,10 @@ def compare(a: Mapping[int, float], b: Mapping[int, float], *, mode: str = "max"
             return Comparison(mean, None, None, n, True, VERDICTS[2],
                               f"only {n} paired seed{'s' * (n != 1)}; an interval needs {min_seeds}",
                               level, len(fa), len(fb))
-        low, high = _interval(mean, var / n, n - 1, level)
+        split = _split(eval_size, [fa[s] for s in common], [fb[s] for s in common])
+        low, high = _interval(mean, var / n, n - 1, level, split)
         return Comparison(mean, low, high, n, True, _verdict(low, high, mode),
-                          f"paired t on {n} seeds", level, len(fa), len(fb))
+                          f"paired t on {n} seeds{_split_note(eval_size)}", level, len(fa), len(fb))
     na, nb = len(fa), len(fb)
     mean_a, var_a = _mean_var(list(fa.values()))
     mean_b, var_b = _mean_var(list(fb.values()))
@@ -203,9 +232,19 @@ def compare(a: Mapping[int, float], b: Mapping[int, float], *, mode: str = "max"
     ea, eb = var_a / na, var_b / nb
     se2 = ea + eb
     df = se2 ** 2 / (ea ** 2 / (na - 1) + eb ** 2 / (nb - 1)) if se2 > 0 else float(na + nb - 2)
-    low, high = _interval(diff, se2, df, level)
+    low, high = _interval(diff, se2, df, level, _split(eval_size, list(fa.values()), list(fb.values())))
     return Comparison(diff, low, high, min(na, nb), False, _verdict(low, high, mode),
-                      f"Welch (no common seeds, {na} vs {nb} seeds, df {df:.1f})", level, na, nb)
+                      f"Welch (no common seeds, {na} vs {nb} seeds, df {df:.1f}){_split_note(eval_size)}",
+                      level, na, nb)
+
+
+def _split(eval_size: int | None, a: list[float], b: list[float]) -> float:
+    return 0.0 if eval_size is None else split_variance(math.fsum(a) / len(a), math.fsum(b) / len(b),
+                                                        eval_size)
+
+
+def _split_note(eval_size: int | None) -> str:
+    return "" if eval_size is None else f" and a {eval_size}-example evaluation set"
 
 
 def format_summary(s: Summary, scale: float = 1.0, digits: int = 2) -> str:
