@@ -55,8 +55,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from curves import KEYS, RELEVANT, read_curves  # noqa: E402
 
 from tfkd_search.config import get_path, read_yaml  # noqa: E402
+from tfkd_search.finalists import BASELINES, baseline_overrides, choose, label, rank  # noqa: E402
 from tfkd_search.runfolder import Ranking, windowed  # noqa: E402
 from tfkd_search.scheduling import Decision, Halving, rung_epochs  # noqa: E402
+from tfkd_search.stats import Comparison, compare  # noqa: E402
 
 SCHEDULER_KEYS = ("kind", "synchronous", "window", "rungs", "grace_period", "reduction_factor")
 
@@ -258,6 +260,7 @@ class Outcome:
     stopped: dict[str, int]
     slot_use: float = 1.0  # busy trial-slot time / (search wall time x concurrency)
     wall: float = 0.0      # the search's simulated wall time (in mean epoch times)
+    ranked: list[str] = field(default_factory=list)  # configs of the ranked trials, best first
 
 
 class _Searcher:
@@ -407,31 +410,98 @@ def replay_once(plan: Plan, curves: Curves, sch: dict[str, Any], noise: dict[str
                     resume.append(int(t))
                 else:
                     end(int(t), "stopped_early")
-    pick = _rank(trial_cfg, trained, status, metric_at, plan, window, check)
-    return Outcome(pick, sum(trained.values()), len(trial_cfg),
+    ranked = _ranked(trial_cfg, trained, status, metric_at, plan, window, check)
+    return Outcome(ranked[0] if ranked else None, sum(trained.values()), len(trial_cfg),
                    {trial_cfg[i]: trained[i] for i in trial_cfg},
-                   slot_use=busy / (now * conc) if now > 0 else 1.0, wall=now)
+                   slot_use=busy / (now * conc) if now > 0 else 1.0, wall=now, ranked=ranked)
 
 
-def _rank(trial_cfg, trained, status, metric_at, plan: Plan, window: int,
-          check: bool = False) -> str | None:
-    """Rank 1 by `runfolder.Ranking`'s rule: finished trials only, more epochs first, then the score
-    (mean of the last `window` epochs), then the lower trial index. A plain-Python copy of the rule
-    (Ranking builds a DataFrame: 10x slower); `check=True` also asks Ranking and asserts they agree."""
+def _ranked(trial_cfg, trained, status, metric_at, plan: Plan, window: int,
+            check: bool = False) -> list[str]:
+    """The trials' configs in `runfolder.Ranking`'s order: finished trials only, more epochs first,
+    then the score (mean of the last `window` epochs), then the lower trial index. A plain-Python copy
+    of the rule (Ranking builds a DataFrame: 10x slower); `check=True` also asks Ranking for rank 1
+    and asserts they agree."""
     finished = ("completed", "stopped_early")
     sign = 1.0 if plan.mode == "max" else -1.0
     rows = [(i, trained[i], metric_at(i, trained[i]) if trained[i] else math.nan, status.get(i, "errored"))
             for i in trial_cfg]
-    ok = [r for r in rows if r[3] in finished and not math.isnan(r[2])]
-    best = min(ok, key=lambda r: (-r[1], -sign * r[2], r[0])) if ok else None
+    ok = sorted((r for r in rows if r[3] in finished and not math.isnan(r[2])),
+                key=lambda r: (-r[1], -sign * r[2], r[0]))
     if check:
         import pandas as pd
 
         frame = pd.DataFrame([{"trial_id": f"t_{i:05d}", "trial_index": i, "status": st, "epochs": e,
                                "score": sc} for i, e, sc, st in rows])
         ref = Ranking(plan.metric, plan.mode, window).best(frame)
-        assert (ref is None and best is None) or int(ref["trial_index"]) == best[0], (ref, best)
-    return None if best is None else trial_cfg[best[0]]
+        assert (ref is None and not ok) or int(ref["trial_index"]) == ok[0][0], (ref, ok[:1])
+    return [trial_cfg[r[0]] for r in ok]
+
+
+# -- the finalists stage -------------------------------------------------------------------------------
+def baseline_ids(curves: Curves) -> dict[str, str]:
+    """The recorded config of each of `finalists.BASELINES`: the one whose recorded keys equal the
+    baseline's config changes (`baseline_overrides`: method, and LSR's eps 0.1)."""
+    out = {}
+    for name in BASELINES:
+        want = baseline_overrides(name)
+        hits = [c for c in curves.ids
+                if all(k in curves.ident[c] and _same(v, curves.ident[c][k]) for k, v in want.items())]
+        if not hits:
+            raise SystemExit(f"{curves.path}: no recorded config is the {name} baseline {want}; record it "
+                             f"(an `extra` group of the curves YAML)")
+        out[name] = hits[0]
+    return out
+
+
+@dataclass
+class Final:
+    pick: str
+    order: list[str]                 # the finalists' configs, best first
+    verdicts: dict[str, Comparison]  # baseline name -> the pick against it, on the fresh seeds
+    runs: int                        # trials of the stage: (finalists + baselines) x fresh seeds
+    split: dict[str, Comparison] = field(default_factory=dict)  # the same with `eval_size`
+
+
+def finalists_once(curves: Curves, ranked: list[str], fresh: list[int], top: int, window: int,
+                   mode: str, baselines: dict[str, str], eval_size: int | None = None) -> Final:
+    """The finalists stage on recorded curves, with the search's own code: `finalists.choose` the first
+    `top` configs of the search's ranking, score each finalist and baseline on the `fresh` seeds (the
+    search's score: the mean of the last `window` epochs at the budget), `finalists.rank` them by their
+    fresh seeds' mean, and `stats.compare` the first with every baseline (paired on the seeds; again
+    with `eval_size`, the validation set's size, when given)."""
+    chosen = [p["config"] for p in choose([{"config": c} for c in ranked], top)]
+    names = [label({"config": c}) for c in chosen]
+
+    def scores(cid: str) -> dict[int, float]:
+        return {s: curves.windowed(cid, s, window)[-1] for s in fresh}
+
+    per = {n: scores(c) for n, c in zip(names, chosen)}
+    order = [chosen[names.index(n)] for n in rank({n: list(v.values()) for n, v in per.items()}, names, mode)]
+    first = per[names[chosen.index(order[0])]]
+    verdicts = {b: compare(first, scores(cid), mode=mode) for b, cid in baselines.items()}
+    split = ({b: compare(first, scores(cid), mode=mode, eval_size=eval_size) for b, cid in baselines.items()}
+             if eval_size else {})
+    return Final(order[0], order, verdicts, (len(chosen) + len(baselines)) * len(fresh), split)
+
+
+def _calibration(records: list[tuple[float, float, str]], near: float = 0.2) -> dict[str, Any]:
+    """Verdicts of the pick against the truly best baseline (by the all-seed test mean), by the true gap
+    in points (pick - baseline): how often `better` is said where the pick is within `near` points, and
+    where it is truly behind or ahead. Judged on the stand-in test mean (the target), and, as a
+    diagnostic of the interval itself, on the all-seed validation mean (what the verdict measures)."""
+    def by(gaps: list[tuple[float, str]]) -> dict[str, Any]:
+        close = [v for gap, v in gaps if abs(gap) <= near]
+        worse = [v for gap, v in gaps if gap < -near]
+        ahead = [v for gap, v in gaps if gap > near]
+        share = (lambda vs: sum(v == "better" for v in vs) / len(vs) if vs else None)
+        return {"near": len(close), "better_when_near": share(close), "truly_worse": len(worse),
+                "better_when_worse": share(worse), "truly_ahead": len(ahead),
+                "better_when_ahead": share(ahead)}
+
+    return {"near_points": near, "replays": len(records), **by([(t, v) for t, _, v in records]),
+            "on_validation": by([(g, v) for _, g, v in records]),
+            "verdicts": dict(Counter(v for _, _, v in records).most_common())}
 
 
 # -- many replays ------------------------------------------------------------------------------------
@@ -450,58 +520,120 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def _best(grid: list[str], value: dict[str, float], mode: str) -> str:
+    return max(grid, key=lambda c: value[c]) if mode == "max" else min(grid, key=lambda c: value[c])
+
+
 def evaluate(plan: Plan, curves: Curves, name: str, sch: dict[str, Any], replays: int, seed: int, *,
              random_budget: float | None = None, fixed_noise: bool = False,
-             grid_epochs: int | None = None) -> dict[str, Any]:
-    """`replays` searches; regret against the best config of the plan's grid."""
+             grid_epochs: int | None = None, finalists: tuple[int, int] | None = None,
+             eval_size: int | None = None) -> dict[str, Any]:
+    """`replays` searches; regret against the best config of the plan's grid (validation: the
+    all-seed mean of the final metric; test: of the stand-in test accuracy, which no pick sees).
+
+    `finalists=(top, n)`: each replay first draws the n fresh seeds, the search's one seed per config
+    comes from the other recorded seeds, and the pick is the finalists stage's (`finalists_once`);
+    its trials count in the trial-epochs and its simulated time in the wall time; the calibration of
+    its verdicts is kept (`_calibration`), also with `eval_size` when given."""
     grid = plan.configs
     truth = {c: curves.final(c) for c in curves.ids}
     test = {c: curves.final_test(c) for c in curves.ids}
-    best = max(grid, key=lambda c: truth[c]) if plan.mode == "max" else min(grid, key=lambda c: truth[c])
+    best = _best(grid, truth, plan.mode)
     best_test = max(test[c] for c in grid)
+    test_best = max(grid, key=lambda c: test[c])
     grid_epochs = grid_epochs or len(plan.configs if plan.searcher == "grid" else
                                      range(plan.num_samples)) * curves.budget
+    if finalists is not None and (fixed_noise or not 0 < finalists[1] < curves.seeds):
+        raise SystemExit(f"finalists with {finalists[1]} fresh seeds need more recorded seeds than that "
+                         f"({curves.seeds}) and a new seed draw per replay (no --fixed-noise)")
+    bases = baseline_ids(curves) if finalists is not None else {}
     rng = random.Random(seed)
     noise0 = {c: rng.randrange(curves.seeds) for c in curves.ids}
     regrets, test_regrets, epochs, use, wall, picks = [], [], [], [], [], Counter()
+    calib: list[tuple[float, float, str]] = []
+    calib_split: list[tuple[float, float, str]] = []
+    sign = 1.0 if plan.mode == "max" else -1.0
     window = int(sch.get("window") or 1)
     rungs = (rung_epochs(curves.budget, int(sch.get("grace_period") or 1),
                          float(sch.get("reduction_factor") or 3), sch.get("rungs"))
              if sch.get("kind", "asha") != "none" else [])
     rho: dict[int, list[float]] = {r: [] for r in rungs}
+    conc = max(1, plan.concurrency)
     for k in range(replays):
         r = random.Random(seed * 100_003 + k)
-        noise = noise0 if fixed_noise else {c: r.randrange(curves.seeds) for c in curves.ids}
+        pool, fresh = list(range(curves.seeds)), []
+        if finalists is not None:
+            fresh = sorted(r.sample(pool, finalists[1]))
+            pool = [s for s in pool if s not in fresh]
+        noise = noise0 if fixed_noise else {c: r.choice(pool) for c in curves.ids}
         configs = None
         if random_budget is not None:
             n = max(1, min(len(grid), int(random_budget // curves.budget)))
             configs = r.sample(sorted(set(grid)), n)
         out = replay_once(plan, curves, sch, noise, r, configs=configs, check=k < 3)
-        pick = out.pick
+        pick, spent, took, busy = out.pick, out.trial_epochs, out.wall, out.slot_use * out.wall * conc
+        if finalists is not None and out.ranked:
+            fin = finalists_once(curves, out.ranked, fresh, finalists[0], window, plan.mode, bases, eval_size)
+            pick = fin.pick
+            stage = replay_once(plan, curves, {"kind": "none"}, noise, r, configs=[pick] * fin.runs)
+            spent, took = spent + stage.trial_epochs, took + stage.wall
+            busy += stage.slot_use * stage.wall * conc
+            top_base = max(bases, key=lambda b: test[bases[b]])
+            gaps = (100 * (test[pick] - test[bases[top_base]]), 100 * sign * (truth[pick] - truth[bases[top_base]]))
+            calib.append((*gaps, fin.verdicts[top_base].verdict))
+            if fin.split:
+                calib_split.append((*gaps, fin.split[top_base].verdict))
         picks[pick] += 1
-        sign = 1.0 if plan.mode == "max" else -1.0
         regrets.append(100 * sign * (truth[best] - truth[pick]) if pick else math.inf)
         test_regrets.append(100 * (best_test - test[pick]) if pick else math.inf)
-        epochs.append(out.trial_epochs)
-        use.append(out.slot_use)
-        wall.append(out.wall)
+        epochs.append(spent)
+        use.append(busy / (took * conc) if took > 0 else 1.0)
+        wall.append(took)
         uniq = sorted(set(grid))
         for rung in rungs:
             x = [curves.windowed(c, noise[c], window)[rung - 1] for c in uniq]
             rho[rung].append(spearman(x, [truth[c] for c in uniq]))
     modal, modal_n = picks.most_common(1)[0]
     reg = np.array(regrets)
-    return {"name": name, "scheduler": {k: sch.get(k) for k in SCHEDULER_KEYS}, "rungs": rungs,
-            "searcher": "random (fixed trial-epochs)" if random_budget is not None else plan.searcher,
-            "replays": replays, "regret_mean": float(reg.mean()), "regret_p90": float(np.quantile(reg, 0.9)),
-            "regret_worst": float(reg.max()), "test_regret_mean": float(np.mean(test_regrets)),
-            "trial_epochs_mean": float(np.mean(epochs)),
-            "trial_epochs_frac": float(np.mean(epochs) / grid_epochs),
-            "slot_use": float(np.mean(use)), "wall": float(np.mean(wall)),
-            "repeat_share": modal_n / replays, "modal_pick": modal,
-            "picks": dict(picks.most_common()),
-            "spearman": {str(r): float(np.nanmean(v)) for r, v in rho.items()},
-            "best_config": best}
+    row = {"name": name, "scheduler": {k: sch.get(k) for k in SCHEDULER_KEYS}, "rungs": rungs,
+           "searcher": "random (fixed trial-epochs)" if random_budget is not None else plan.searcher,
+           "replays": replays, "regret_mean": float(reg.mean()), "regret_p90": float(np.quantile(reg, 0.9)),
+           "regret_worst": float(reg.max()), "test_regret_mean": float(np.mean(test_regrets)),
+           "test_regret_p90": float(np.quantile(test_regrets, 0.9)),
+           "trial_epochs_mean": float(np.mean(epochs)),
+           "trial_epochs_frac": float(np.mean(epochs) / grid_epochs),
+           "slot_use": float(np.mean(use)), "wall": float(np.mean(wall)),
+           "repeat_share": modal_n / replays, "modal_pick": modal,
+           "test_best_share": picks[test_best] / replays, "picks": dict(picks.most_common()),
+           "spearman": {str(r): float(np.nanmean(v)) for r, v in rho.items()},
+           "best_config": best, "test_best_config": test_best}
+    if finalists is not None:
+        row["finalists"] = {"top": finalists[0], "seeds": finalists[1], "baselines": bases}
+        row["calibration"] = _calibration(calib)
+        if calib_split:
+            row["calibration_eval_size"] = {"eval_size": eval_size, **_calibration(calib_split)}
+    return row
+
+
+def oracle(plan: Plan, curves: Curves, window: int, replays: int, full: dict[str, Any]) -> dict[str, Any]:
+    """The full grid with every recorded seed: the pick is the best mean score over all seeds (no
+    luck left to draw, so every replay picks it); its cost is seeds x the full grid."""
+    grid = sorted(set(plan.configs))
+    score = {c: float(np.mean([curves.windowed(c, s, window)[-1] for s in range(curves.seeds)]))
+             for c in grid}
+    pick = _best(grid, score, plan.mode)
+    truth = {c: curves.final(c) for c in grid}
+    test = {c: curves.final_test(c) for c in grid}
+    sign = 1.0 if plan.mode == "max" else -1.0
+    regret = 100 * sign * (truth[full["best_config"]] - truth[pick])
+    test_regret = 100 * (max(test.values()) - test[pick])
+    return {**full, "name": f"full grid, all {curves.seeds} seeds", "searcher": plan.searcher,
+            "regret_mean": regret, "regret_p90": regret, "regret_worst": regret,
+            "test_regret_mean": test_regret, "test_regret_p90": test_regret,
+            "trial_epochs_mean": curves.seeds * full["trial_epochs_mean"],
+            "trial_epochs_frac": curves.seeds * full["trial_epochs_frac"], "wall": curves.seeds * full["wall"],
+            "repeat_share": 1.0, "modal_pick": pick, "picks": {pick: replays},
+            "test_best_share": float(pick == full["test_best_config"]), "spearman": {}, "rungs": []}
 
 
 def parse_value(text: str) -> Any:
@@ -510,14 +642,15 @@ def parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+def parse_variant(text: str, extra: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
+    """'NAME:key=value;key=value' -> (NAME, {key: value}): scheduler keys, and the `extra` ones."""
     name, _, body = text.partition(":")
     sch: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in body.split(";"))):
         k, _, v = part.partition("=")
-        k = k.strip().removeprefix("search.scheduler.")
-        if k not in SCHEDULER_KEYS:
-            raise SystemExit(f"--variant {text!r}: unknown scheduler key {k!r}; use {SCHEDULER_KEYS}")
+        k = k.strip().removeprefix("search.scheduler.").removeprefix("search.finalists.")
+        if k not in (*SCHEDULER_KEYS, *extra):
+            raise SystemExit(f"{text!r}: unknown key {k!r}; use {(*SCHEDULER_KEYS, *extra)}")
         sch[k] = parse_value(v)
     if "rungs" not in sch and ("grace_period" in sch or "reduction_factor" in sch):
         sch["rungs"] = None  # geometric rungs, whatever the space says
@@ -544,8 +677,58 @@ DEFAULT_VARIANTS = [  # geometric rungs (grace * rf**k) stay valid when --set sh
 ]
 
 
+# Finalists candidates: top, fresh seeds, and the search's scheduler (default: DEFAULT_VARIANTS[0]).
+# The first is the recommended default (random @ budget gets its trial-epochs).
+FINALISTS_VARIANTS = [
+    "top2 n3 (g1 rf3):top=2;seeds=3;grace_period=1;reduction_factor=3",
+    "top1 n3:top=1;seeds=3",
+    "top2 n3:top=2;seeds=3",
+    "top3 n3:top=3;seeds=3",
+    "top2 n4:top=2;seeds=4",
+    "top3 n4:top=3;seeds=4",
+    "top1 n3 (g1 rf3):top=1;seeds=3;grace_period=1;reduction_factor=3",
+    "top3 n3 (g1 rf3):top=3;seeds=3;grace_period=1;reduction_factor=3",
+    "top2 n3 (g1 rf4):top=2;seeds=3;grace_period=1;reduction_factor=4",
+    "top3 n3 (g1 rf4):top=3;seeds=3;grace_period=1;reduction_factor=4",
+    "top2 n4 (g1 rf4):top=2;seeds=4;grace_period=1;reduction_factor=4",
+]
+
+
+def parse_finalists(text: str, default: dict[str, Any]) -> tuple[str, dict[str, Any], tuple[int, int]]:
+    """'NAME:top=2;seeds=3;<scheduler keys>' -> (NAME, the search's scheduler over `default`, (top, n))."""
+    name, sch = parse_variant(text, ("top", "seeds"))
+    top, n = int(sch.pop("top", 2)), int(sch.pop("seeds", 3))
+    if top < 1 or n < 1:
+        raise SystemExit(f"--finalists {text!r}: top and seeds must be >= 1")
+    return name, {**default, **sch}, (top, n)
+
+
+def _finalist_rows(plan: Plan, curves: Curves, variants: list[str], replays: int, seed: int,
+                   full_row: dict[str, Any], eval_size: int | None = None) -> list[dict[str, Any]]:
+    """The rows of the finalists table after the full grid: the full grid on every seed (the oracle's
+    cost), the default search, each finalists candidate, and random search at the first one's budget."""
+    grid_epochs = int(full_row["trial_epochs_mean"])
+    name0, default = parse_variant(DEFAULT_VARIANTS[0])
+    default = {**plan.scheduler, "kind": "asha", **default}
+    rows = [oracle(plan, curves, int(default.get("window") or 1), replays, full_row),
+            evaluate(plan, curves, f"default search ({name0})", default, replays, seed,
+                     grid_epochs=grid_epochs)]
+    for text in variants:
+        name, sch, fin = parse_finalists(text, default)
+        rows.append(evaluate(plan, curves, f"finalists {name}", sch, replays, seed, grid_epochs=grid_epochs,
+                             finalists=fin, eval_size=eval_size))
+    ref = rows[2]["trial_epochs_mean"] if len(rows) > 2 else grid_epochs / 2
+    rows.append(evaluate(plan, curves, "random @ budget", {**plan.scheduler, "kind": "none"}, replays, seed,
+                         random_budget=ref, grid_epochs=grid_epochs))
+    rows[-1]["name"] = f"random @ {ref / grid_epochs:.0%} budget"
+    return rows
+
+
 def run(curves_path: str, space: str | None, *, replays: int, seed: int, overrides: dict[str, Any],
-        variants: list[str], concurrency: int, fixed_noise: bool = False) -> dict[str, Any]:
+        variants: list[str], concurrency: int, fixed_noise: bool = False,
+        finalists: list[str] | None = None, eval_size: int | None = None) -> dict[str, Any]:
+    """The rows of one replay table. `finalists` (candidate texts): the finalists table instead of the
+    scheduler candidates (`_finalist_rows`)."""
     curves = Curves(curves_path)
     plan = load_plan(curves, space, overrides, concurrency)
     base_sch = dict(plan.scheduler)
@@ -554,6 +737,10 @@ def run(curves_path: str, space: str | None, *, replays: int, seed: int, overrid
     old = {**base_sch, "kind": "asha", "synchronous": False, "window": 1, "rungs": None}
     rows = [evaluate(plan, curves, "full grid", full, replays, seed, fixed_noise=fixed_noise)]
     grid_epochs = rows[0]["trial_epochs_mean"]
+    if finalists is not None:
+        rows[0]["name"] = "full grid, 1 seed"
+        rows += _finalist_rows(plan, curves, finalists, replays, seed, rows[0], eval_size)
+        return _result(curves, plan, space, replays, seed, fixed_noise, overrides, rows, t0)
     cands = [(n, {**base_sch, "kind": "asha", **s}) for n, s in map(parse_variant, variants)]
     cand_rows = [evaluate(plan, curves, n, s, replays, seed, fixed_noise=fixed_noise,
                           grid_epochs=int(grid_epochs)) for n, s in cands]
@@ -568,14 +755,21 @@ def run(curves_path: str, space: str | None, *, replays: int, seed: int, overrid
     rows.append(evaluate(plan, curves, "old default (async, w1)", old, replays, seed,
                          fixed_noise=fixed_noise, grid_epochs=int(grid_epochs)))
     rows += cand_rows
+    return _result(curves, plan, space, replays, seed, fixed_noise, overrides, rows, t0)
+
+
+def _result(curves: Curves, plan: Plan, space: str | None, replays: int, seed: int, fixed_noise: bool,
+            overrides: dict[str, Any], rows: list[dict[str, Any]], t0: float) -> dict[str, Any]:
     for r in rows:
         r["wall_frac"] = r["wall"] / rows[0]["wall"]
-    return {"curves": str(curves_path), "space": space, "replays": replays, "seed": seed,
+    grid = sorted(set(plan.configs))
+    return {"curves": curves.path, "space": space, "replays": replays, "seed": seed,
             "fixed_noise": fixed_noise, "overrides": overrides, "concurrency": plan.concurrency,
             "searcher": plan.searcher, "budget": curves.budget, "seeds_recorded": curves.seeds,
-            "grid_trials": len(plan.configs), "grid_trial_epochs": grid_epochs,
-            "best_config": rows[0]["best_config"],
-            "truth": {c: round(curves.final(c), 5) for c in sorted(set(plan.configs))},
+            "grid_trials": len(plan.configs), "grid_trial_epochs": rows[0]["trial_epochs_mean"],
+            "best_config": rows[0]["best_config"], "test_best_config": rows[0]["test_best_config"],
+            "truth": {c: round(curves.final(c), 5) for c in grid},
+            "truth_test": {c: round(curves.final_test(c), 5) for c in grid},
             "seconds": time.time() - t0, "rows": rows}
 
 
@@ -584,24 +778,34 @@ def table(result: dict[str, Any]) -> str:
              f"{result['replays']} replays, seed {result['seed']}, {result['grid_trials']} trials x "
              f"{result['budget']} epochs, concurrency {result['concurrency']}, searcher "
              f"{result['searcher']}; best config {result['best_config']} "
-             f"({100 * result['truth'][result['best_config']]:.2f})",
+             f"({100 * result['truth'][result['best_config']]:.2f}; on the stand-in test "
+             f"{result['test_best_config']}: {100 * result['truth_test'][result['test_best_config']]:.2f})",
              f"{'search':<32}{'rungs':<12}{'epochs%':>8}{'wall%':>7}{'busy%':>7}{'regret':>8}{'p90':>7}"
-             f"{'worst':>7}{'test':>7}{'repeat':>8}  spearman(rung)  modal pick"]
+             f"{'worst':>7}{'test':>7}{'repeat':>8}{'best%':>7}{'better|near':>13}  spearman(rung)  "
+             f"modal pick"]
     for r in result["rows"]:
         rho = " ".join(f"{k}:{v:.2f}" for k, v in r["spearman"].items()) or "-"
         rungs = ",".join(map(str, r["rungs"])) or "-"
+        near = " / ".join(_near_text(r[k]) for k in ("calibration", "calibration_eval_size") if k in r) or "-"
         lines.append(f"{r['name']:<32}{rungs:<12}{100 * r['trial_epochs_frac']:>7.0f}%"
                      f"{100 * r['wall_frac']:>6.0f}%{100 * r['slot_use']:>6.0f}%"
                      f"{r['regret_mean']:>8.2f}{r['regret_p90']:>7.2f}{r['regret_worst']:>7.2f}"
-                     f"{r['test_regret_mean']:>7.2f}{100 * r['repeat_share']:>7.0f}%  {rho:<15} "
-                     f"{r['modal_pick']}")
+                     f"{r['test_regret_mean']:>7.2f}{100 * r['repeat_share']:>7.0f}%"
+                     f"{100 * r['test_best_share']:>6.0f}%{near:>13}  {rho:<15} {r['modal_pick']}")
     lines.append("regret: points of mean-over-seeds final val accuracy below the grid's best (test: the "
                  "stand-in test accuracy); epochs%: trial-epochs against the full grid; wall%: the "
                  "search's wall time against the full grid's; busy%: share "
                  "of the trial slots' time spent training (simulated epoch times: a lognormal speed "
                  "per trial, +-30% per epoch), the rest idle waiting for a rung or the last trials; "
-                 "repeat: share of replays picking the modal pick")
+                 "repeat: share of replays picking the modal pick; best%: share picking the config best "
+                 "on the stand-in test; better|near: among replays whose pick is truly (all-seed test "
+                 "mean) within 0.2 points of the truly best baseline, the share whose verdict against "
+                 "it says `better` (after ' / ': with --eval-size)")
     return "\n".join(lines)
+
+
+def _near_text(cal: dict[str, Any]) -> str:
+    return "none near" if not cal["near"] else f"{100 * cal['better_when_near']:.0f}% of {cal['near']}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -616,6 +820,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="override the space (search.scheduler.window=2, search.num_samples=16, ...)")
     p.add_argument("--variant", action="append", default=None, metavar="NAME:k=v;k=v",
                    help="a candidate scheduler (repeatable; default: a built-in list)")
+    p.add_argument("--finalists", action="append", default=None, metavar="NAME:top=2;seeds=3;k=v",
+                   help="replay the finalists stage instead of the scheduler candidates: a candidate "
+                        "(top, fresh seeds, scheduler keys over the default's; repeatable), or 'default' "
+                        "for the built-in list")
+    p.add_argument("--eval-size", type=int, help="the validation set's size: the finalists' verdicts "
+                   "are also judged with its sampling noise (stats.compare's eval_size)")
     p.add_argument("--fixed-noise", action="store_true", help="one noise draw for every replay "
                    "(only the arrival order changes)")
     p.add_argument("--json", help="write the result here")
@@ -627,7 +837,10 @@ def main(argv: list[str] | None = None) -> None:
         overrides[k.strip()] = parse_value(v)
     result = run(args.curves, args.space, replays=args.replays, seed=args.seed, overrides=overrides,
                  variants=DEFAULT_VARIANTS if args.variant is None else args.variant,
-                 concurrency=args.concurrency, fixed_noise=args.fixed_noise)
+                 concurrency=args.concurrency, fixed_noise=args.fixed_noise,
+                 finalists=None if args.finalists is None else
+                 [v for f in args.finalists for v in (FINALISTS_VARIANTS if f == "default" else [f])],
+                 eval_size=args.eval_size)
     text = table(result)
     print(text)
     print(f"({result['seconds']:.1f} s)")
