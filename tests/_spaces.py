@@ -37,10 +37,11 @@ def grid_params(**values: list) -> dict[str, Any]:
 
 
 def search_block(params: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A `search:` block: grid searcher, no early stopping, one CPU per trial; `extra` replaces or adds
-    keys (scheduler={...}, max_concurrent=1, ...)."""
+    """A `search:` block: grid searcher, no early stopping, one CPU per trial, no finalists stage
+    (tests of the finalists turn it on); `extra` replaces or adds keys (scheduler={...},
+    max_concurrent=1, finalists={...}, ...)."""
     return {"params": params, "searcher": {"kind": "grid"}, "scheduler": {"kind": "none"},
-            "resources": {"cpu": 1, "gpu": 0}, **extra}
+            "resources": {"cpu": 1, "gpu": 0}, "finalists": {"top": 0}, **extra}
 
 
 def write_space(path: Path, name: str, search: dict[str, Any], *, base: dict[str, Any] | None = None,

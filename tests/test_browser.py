@@ -54,7 +54,7 @@ def search(tmp_path_factory):
                  "schedule": {"epochs": 3, "milestones": [2], "warmup_epochs": 1}},
         "search": {"params": {"loss.tau": {"kind": "grid", "values": [1.0, 8.0]}},
                    "searcher": {"kind": "grid"}, "scheduler": {"kind": "none"},
-                   "resources": {"cpu": 1, "gpu": 0}},
+                   "resources": {"cpu": 1, "gpu": 0}, "finalists": {"top": 0}},
         "export": {"top_k": 1, "seeds": [0], "epochs": 3}}))
     res = run_cli(["--space", str(space), "--storage", str(tmp / "runs")], cli_env(), timeout=300,
                   cwd=tmp)  # cwd: the default artifact root ./mlruns lands in tmp

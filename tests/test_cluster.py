@@ -429,7 +429,7 @@ def _space(workdir: Path, name: str, base: dict, taus: list[float], **search) ->
     doc = {"name": name, "base": base,
            "search": {"params": {"loss.tau": {"kind": "grid", "values": taus}},
                       "searcher": {"kind": "grid"}, "scheduler": {"kind": "none"},
-                      "resources": {"cpu": 1, "gpu": 0}, **search},
+                      "resources": {"cpu": 1, "gpu": 0}, "finalists": {"top": 0}, **search},
            "export": {"top_k": 1, "seeds": [0], "epochs": base["schedule"]["epochs"]}}
     (workdir / "space.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return workdir

@@ -341,7 +341,8 @@ def _ctrl_c_after(args: list[str], env: dict[str, str], log: Path, line: str,
 @pytest.mark.slow
 def test_ctrl_c_says_how_to_continue_and_resume_ends_the_search(tmp_path: Path) -> None:
     quickstart = ROOT / "search_spaces" / "quickstart.yaml"
-    args = ["--space", str(quickstart), "--storage", str(tmp_path / "runs"), "--set", "threads=1"]
+    args = ["--space", str(quickstart), "--storage", str(tmp_path / "runs"), "--set", "threads=1",
+            "--set", "search.finalists.top=0"]  # the finalists stage's own kill test is below
     env = cli_env()
     run_dir = tmp_path / "runs" / "quickstart"
     # once before the first rung is decided, once (resumed) after it
@@ -464,3 +465,65 @@ def test_no_secrets_in_mlflow_or_exports_and_ray_listens_on_loopback_only(tmp_pa
         if p.is_file():
             data = p.read_bytes()
             assert SECRET.encode() not in data and AWS_SECRET.encode() not in data, p
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_driver_killed_in_the_finalists_stage_resumes_without_training_a_seed_twice(
+        tmp_path: Path) -> None:
+    """SIGKILL of the driver while the finalists stage runs (one run at a time: two finalists and the
+    baselines on 3 fresh seeds), then --resume: the finished runs are kept as they were, the running
+    one continues from its checkpoint, and the final ranking and numbers are those of an
+    uninterrupted search (the CPU trains deterministically)."""
+    base = base_cfg(EPOCHS, milestones=[2],
+                    data={"dataset": "synthetic", "synthetic_size": 3000, "val_fraction": 0.2})
+    block = search_block(grid_params(**{"loss.tau": TAUS, "loss.alpha": ALPHAS}), max_concurrent=1,
+                         finalists={"top": 2, "seeds": 3})
+    env = cli_env()
+    runs = {}
+    for name in ("whole", "killed"):
+        space = write_space(tmp_path / f"{name}.yaml", name, block, base=base)
+        args = ["--space", str(space), "--storage", str(tmp_path / "runs")]
+        stage = tmp_path / "runs" / name / "finalists"
+        if name == "killed":
+            def finished() -> list[Path]:
+                return [d for d in stage.glob("trial_*")
+                        if any(r.get("epoch") == EPOCHS for r in result_lines(d))]
+
+            def mid_run() -> bool:  # 5 runs finished, the 6th past its first epoch
+                running = [max((r.get("epoch", 0) for r in result_lines(d)), default=0)
+                           for d in stage.glob("trial_*") if d not in finished()]
+                return len(finished()) >= 5 and any(1 <= e < EPOCHS for e in running)
+
+            proc = start_cli(args, env, tmp_path / "killed.log")
+            try:
+                wait_for(mid_run, 600, interval=0.05, what="the finalists stage half done")
+            finally:
+                sigkill_driver(proc, env)
+            before = {d.name: result_lines(d) for d in finished()}
+            assert len(before) >= 5
+            assert not (tmp_path / "runs" / name / "finalists.parquet").exists()
+            args.append("--resume")
+        res = run_cli(args, env, timeout=900)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        runs[name] = tmp_path / "runs" / name
+    for d, lines in before.items():  # finished runs kept, not trained again
+        assert result_lines(runs["killed"] / "finalists" / d) == lines
+    for d in (runs["killed"] / "finalists").glob("trial_*"):
+        epochs = [r["epoch"] for r in result_lines(d)]
+        assert epochs.count(1) == 1 and max(epochs) == EPOCHS, (d.name, epochs)
+    assert len(list((runs["killed"] / "finalists").glob("trial_*"))) == 12
+    keys = ["name", "seed"]
+    whole, killed = (pd.read_parquet(runs[n] / "finalists.parquet").sort_values(keys)
+                     .reset_index(drop=True) for n in ("whole", "killed"))
+    cols = [c for c in whole.columns if c not in ("trial_id", "wall_seconds")]
+    pd.testing.assert_frame_equal(killed[cols], whole[cols])
+    def same(n: str, text: str) -> str:  # the run's own name and folder aside
+        return text.replace(str(runs[n]), "RUN").replace(f"'{n}'", "'X'").replace(f"{n}-", "X-")
+
+    for f in ("rank1.yaml", "rank2.yaml", "answer.txt"):
+        assert same("whole", (runs["whole"] / "best" / f).read_text()) == same(
+            "killed", (runs["killed"] / "best" / f).read_text()), f
+    _, kids = search_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "killed")
+    fin = [k for k in kids if k.data.tags.get("tfkd.stage") == "finalists"]
+    assert len(fin) == 12 and {k.info.status for k in fin} == {"FINISHED"}

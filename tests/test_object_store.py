@@ -52,7 +52,10 @@ def test_search_with_s3_storage_writes_results_locally_and_to_the_bucket(tmp_pat
         "base": {"model": "tiny_cnn", "method": "tfkd_reg", "data": {"dataset": "digits"},
                  "schedule": {"epochs": 2, "milestones": [1]}},
         "search": {"params": {"loss.tau": {"kind": "grid", "values": [1.0, 4.0]}},
-                   "scheduler": {"kind": "none"}, "resources": {"cpu": 1, "gpu": 0}}}))
+                   "scheduler": {"kind": "none"}, "resources": {"cpu": 1, "gpu": 0},
+                   # one finalist and the baselines on one fresh seed: the stage's Tune
+                   # experiment in the bucket too
+                   "finalists": {"top": 1, "seeds": 1}}}))
     res = run_cli(["--space", str(space), "--storage", uri], env, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "results copied to s3://tfkd/runs/s3run" in res.stdout
@@ -63,6 +66,12 @@ def test_search_with_s3_storage_writes_results_locally_and_to_the_bucket(tmp_pat
     names = {Path(i.path).name for i in fs.get_file_info(pafs.FileSelector("tfkd/runs/s3run"))}
     assert {"trials.parquet", "history.parquet", "best", "report", "tuner.pkl"} <= names
     assert any(n.startswith("trial_") for n in names)  # Ray's checkpoints live in the bucket
+    # the finalists stage: its Tune experiment in the bucket, its table beside the others
+    assert {"finalists", "finalists.parquet"} <= names
+    fin = pd.read_parquet(local / "finalists.parquet")
+    assert sorted(fin["name"]) == ["ce", "finalist1", "lsr"] and set(fin["seed"]) == {1}
+    assert set(fin["status"]) == {"completed"}
+    assert (local / "best" / "baseline-ce.yaml").exists()
     with fs.open_input_file("tfkd/runs/s3run/trials.parquet") as f:
         assert len(pd.read_parquet(f)) == 2
     # the same name again is refused, and --resume of a finished search re-runs nothing

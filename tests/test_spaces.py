@@ -15,8 +15,8 @@ SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 BASE = base_cfg(6, milestones=[4])  # a budget of 6 epochs: the rung and grace checks below use it
 
 
-def write(tmp_path: Path, search: dict) -> Path:
-    return write_space(tmp_path / "space.yaml", "t", search, base=BASE)
+def write(tmp_path: Path, search: dict, name: str = "space") -> Path:
+    return write_space(tmp_path / f"{name}.yaml", "t", search, base=BASE)
 
 
 def grid(**values: list) -> dict:
@@ -31,6 +31,38 @@ def test_every_shipped_space_loads(path: Path) -> None:
     assert space.params
     text = describe(space, gpus=8, cpus=64)
     assert space.spec.name in text
+    # the answer with its confidence is on in every shipped space: >= 3 fresh seeds give an interval
+    f = space.spec.search.finalists
+    assert f.enabled and f.seeds >= 3, f
+    assert "finalists: the best" in text and "more trial-epochs" in text
+
+
+def test_finalists_plan_counts_the_extra_runs_and_checks_top(tmp_path: Path) -> None:
+    block = {**grid(**{"loss.tau": [1, 2, 4], "loss.alpha": [0.1, 0.9]}),
+             "finalists": {"top": 2, "seeds": 4}}
+    space = load_space(write(tmp_path, block))
+    assert space.finalist_trials() == (2 + 2) * 4  # two finalists and the baselines CE, LSR
+    text = describe(space)
+    budget = space.budget
+    assert (f"finalists: the best 2 configs and the baselines ce, lsr (eps 0.1) trained again for "
+            f"{budget} epochs on seeds [1, 2, 3, 4] (the search's is 0); 16 trials, {16 * budget} more "
+            f"trial-epochs") in text
+    # the default (top 2) adapts to a one-config space; an explicit top larger than the configs is an
+    # error that says what to set
+    one = load_space(write(tmp_path, grid(**{"loss.tau": [1]}), name="one"))
+    assert one.finalist_trials() == (1 + 2) * 3
+    with pytest.raises(ConfigError, match=r"search\.finalists\.top: 7 finalists, but the search tries "
+                       r"only 6 configs; set search\.finalists\.top to at most 6"):
+        load_space(write(tmp_path, {**block, "finalists": {"top": 7}}, name="toomany"))
+    with pytest.raises(ConfigError, match=r"search\.finalists\.seeds.*greater than or equal to 0"):
+        load_space(write(tmp_path, {**block, "finalists": {"top": 1, "seeds": -1}}, name="neg"))
+    off = load_space(write(tmp_path, {**block, "finalists": {"top": 0}}, name="off"))
+    assert off.finalist_trials() == 0 and "finalists: off" in describe(off)
+    two = load_space(write(tmp_path, {**block, "finalists": {"top": 1, "seeds": 2}}, name="two"))
+    assert "2 seed(s) give no confidence interval" in describe(two)
+    # a method with a teacher: the plan says the teacher's seed is never a finalist seed
+    kd = describe(load_space(SPACES / "kd.yaml"))
+    assert "seed equal to the teacher checkpoint's seed is replaced by the next free one" in kd
 
 
 def test_shipped_quickstart_is_small_and_cpu_only() -> None:

@@ -20,15 +20,16 @@ from pathlib import Path
 from .errors import ConfigError, Interrupted, TfkdError
 
 EPILOG = """examples:
-  tfkd-search --space search_spaces/quickstart.yaml              # CPU, digits, ~3 minutes
+  tfkd-search --space search_spaces/quickstart.yaml              # CPU, digits, about a minute
   tfkd-search --space search_spaces/tfkd_reg.yaml --gpus 8        # 8 GPUs, packed trials
   tfkd-search --space search_spaces/tfkd_reg.yaml --dry-run       # show the plan only
   tfkd-search --space SPACE --resume --name NAME                  # continue an interrupted search
   tfkd-search export tfkd_runs/NAME --top 3                       # best configs -> NAME/best/
+  tfkd-search final tfkd_runs/NAME --gpus 4                      # exported configs vs CE and LSR
   tfkd-search train --config tfkd_runs/NAME/best/rank1.yaml --seeds 3 --gpus 3
   mlflow ui --backend-store-uri sqlite:///$PWD/tfkd_runs/mlflow.db --host 127.0.0.1
 """
-SUBCOMMANDS = ("train", "export", "validate", "report")
+SUBCOMMANDS = ("train", "export", "final", "validate", "report")
 # overrides that come from flags, named by their flag in error messages
 FLAG_LABELS = {"base.data.data_dir": "--data-dir", "base.data.download": "--download"}
 
@@ -55,7 +56,7 @@ def _search_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tfkd-search", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Search Teacher-free KD hyperparameters (tau, alpha, a) with Ray Tune, ASHA, "
-                    "Optuna and MLflow. Subcommands: train, export, validate, report "
+                    "Optuna and MLflow. Subcommands: train, export, final, validate, report "
                     "(tfkd-search SUBCOMMAND --help).")
     p.add_argument("--space", required=True, help="search-space YAML (see search_spaces/)")
     p.add_argument("--gpus", type=float, default=0,
@@ -97,9 +98,28 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
         _ray_flags(p)
     elif cmd == "export":
-        p.description = "Write the top-k configs of a search to RUN_DIR/best/rank<k>.yaml."
+        p.description = ("Write the top-k configs of a search to RUN_DIR/best/rank<k>.yaml (in the "
+                         "finalists' order, when the search had finalists) and the baselines "
+                         "baseline-ce.yaml, baseline-lsr.yaml with the same recipe; print the answer "
+                         "table (mean ± std over seeds, difference to CE and LSR with 95% intervals).")
         p.add_argument("run_dir")
         p.add_argument("--top", type=int, help="how many configs (default: the space's export.top_k)")
+    elif cmd == "final":
+        p.description = ("The final comparison: train every exported config of a search "
+                         "(RUN_DIR/best/rank<k>.yaml) and the baselines (baseline-ce.yaml, "
+                         "baseline-lsr.yaml) on the same seeds at the full schedule, then print mean "
+                         "± std over seeds and the paired difference to CE and LSR with 95% intervals "
+                         "and a verdict. Run folders in RUN_DIR/final/; --resume continues them.")
+        p.add_argument("run_dir")
+        p.add_argument("--seeds", type=int, help="number of seeds (default: the exported configs' seeds)")
+        p.add_argument("--gpus", type=float, default=0, help="train the runs in parallel on N GPUs")
+        p.add_argument("--resume", action="store_true",
+                       help="keep finished runs, continue unfinished ones from their checkpoints")
+        p.add_argument("--data-dir", help="dataset folder (default: the configs' data.data_dir)")
+        p.add_argument("--download", action="store_true", help="download CIFAR if missing")
+        p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite beside RUN_DIR)")
+        p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
+        _ray_flags(p)
     elif cmd == "validate":
         p.description = "Check a search space (or run config with --config) and print the plan."
         p.add_argument("space", nargs="?")
@@ -170,11 +190,16 @@ def _dispatch(cmd: str, args: argparse.Namespace) -> int:
     if cmd == "train":
         return _train(args, overrides)
     if cmd == "export":
-        from .export import export_best
+        from .export import answer_text, export_best
 
         for p in export_best(args.run_dir, top=args.top):
             print(p)
+        answer = answer_text(args.run_dir)
+        if answer:
+            print(answer)
         return 0
+    if cmd == "final":
+        return _final(args)
     if cmd == "validate":
         return _validate(args, overrides)
     if cmd == "report":
@@ -287,6 +312,47 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
         shutdown()
     return 1 if all(r.status == "diverged" for r in results) else 0
+
+
+def _final(args: argparse.Namespace) -> int:
+    from .final import run_final
+
+    if args.gpus < 0:
+        raise ConfigError(f"--gpus {args.gpus:g}: must be 0 (CPU only) or more")
+    overrides: dict[str, object] = {}
+    if args.data_dir:
+        overrides["data.data_dir"] = os.path.abspath(args.data_dir)
+    if args.download:
+        overrides["data.download"] = True
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: no such run folder; pass the folder <storage>/<name> of a search")
+    tracker = None
+    if not args.no_mlflow:
+        from .tracking import Tracker, check_reachable, default_tracking_uri
+
+        uri = args.mlflow_uri or default_tracking_uri(run_dir.resolve().parent)
+        check_reachable(uri)
+        tracker = Tracker(uri, run_dir.resolve().name, debug=args.debug)
+    if args.gpus:
+        from .search import check_local_gpus
+
+        check_local_gpus(args.gpus)
+    table, _ = run_final(run_dir, seeds=args.seeds, gpus=args.gpus, resume=args.resume,
+                         overrides=overrides, tracker=tracker, ray_options=_ray_options(args),
+                         printer=_printer)
+    if args.gpus:
+        from .search import shutdown
+
+        shutdown()
+    try:  # the report's answer section gains the final runs; a report failure loses nothing
+        from .report import write_report
+
+        print(f"report: {write_report(run_dir, log_mlflow=False)}")
+    except Exception as err:  # noqa: BLE001
+        print(f"warning: the report could not be written ({type(err).__name__}: {err}); retry with "
+              f"'tfkd-search report {run_dir}'", file=sys.stderr)
+    return 1 if len(table) and table["score"].isna().all() else 0
 
 
 def _validate(args: argparse.Namespace, overrides: dict[str, object]) -> int:

@@ -16,6 +16,8 @@ import yaml
 from .config import TEACHER_METHODS, build_run_config, config_to_dict
 from .overrides import with_overrides
 from .errors import CheckpointError, ConfigError
+from .finalists import BASELINES, baseline_overrides, format_standings, seeds_avoiding
+from .stats import format_comparison, format_summary
 from .io import atomic_write_text
 from .runfolder import RunFolder
 
@@ -27,20 +29,13 @@ def scaled_milestones(milestones: list[int], searched_epochs: int, epochs: int) 
     return sorted({min(epochs - 1, max(1, round(m * epochs / searched_epochs))) for m in milestones})
 
 
-def final_seeds(seeds: list[int], teacher_seed: int | None) -> list[int]:
-    """The final runs' seeds, none equal to the teacher's: a self-distilled student that replayed its
-    teacher's initialisation and data order would not be an independent run."""
-    if teacher_seed is None or teacher_seed not in seeds:
-        return list(seeds)
-    out = [s for s in seeds if s != teacher_seed]
-    nxt = max([*seeds, teacher_seed]) + 1
-    while len(out) < len(seeds):
-        out.append(nxt)
-        nxt += 1
-    return out
+def final_seeds(seeds: list[int], teacher: int | None) -> list[int]:
+    """The final runs' seeds, none equal to the teacher's (`finalists.seeds_avoiding`)."""
+    return seeds_avoiding(seeds, [] if teacher is None else [teacher])
 
 
-def _teacher_seed(base: dict[str, Any]) -> int | None:
+def teacher_seed(base: dict[str, Any]) -> int | None:
+    """The seed the base config's teacher checkpoint was trained with (None: no teacher, or unknown)."""
     teacher = base.get("teacher") or {}
     if base.get("method") not in TEACHER_METHODS or not teacher.get("checkpoint"):
         return None
@@ -52,6 +47,9 @@ def _teacher_seed(base: dict[str, Any]) -> int | None:
         return None  # the search already checked it; the export must not fail on a moved file
     seed = cfg.get("seed")
     return int(seed) if isinstance(seed, int) else None
+
+
+ANSWER_FILE = "answer.txt"  # best/answer.txt: the finalists' table, as export prints it
 
 
 def export_best(run_dir: str | Path, top: int | None = None, seeds: list[int] | None = None,
@@ -79,38 +77,93 @@ def export_best(run_dir: str | Path, top: int | None = None, seeds: list[int] | 
     if top < 1:
         raise ConfigError(f"--top {top}: must be 1 or more")
     base = state["base"]
-    seeds = final_seeds(list(seeds or export_cfg["seeds"]), _teacher_seed(base))
+    seeds = final_seeds(list(seeds or export_cfg["seeds"]), teacher_seed(base))
     trials = folder.read_trials()
     params = [c for c in trials.columns if "." in c]
     ranking = folder.ranking()
-    ranked = ranking.rank(trials).head(top)
     folder.best_dir.mkdir(exist_ok=True)
-    for old in folder.best_dir.glob("rank*.yaml"):
-        old.unlink()
+    for old in [*folder.best_dir.glob("rank*.yaml"), *folder.best_dir.glob("baseline-*.yaml"),
+                folder.best_dir / ANSWER_FILE]:
+        old.unlink(missing_ok=True)
+    files: list[tuple[str, dict[str, Any], str]] = []  # (file stem, config changes, header)
+    rows = folder.standings()
+    if rows:  # the finalists' order: mean over fresh seeds, paired with the baselines
+        plan = {e["name"]: e for e in state["finalists_plan"]["entries"]}
+        for rank, r in enumerate([r for r in rows if r.role == "finalist"][:top], start=1):
+            e = plan[r.name]
+            files.append((f"rank{rank}", dict(e["params"]),
+                          f"# {r.name} of the finalists stage (rank {e['search_rank']} in the search): "
+                          f"{ranking.metric} {format_summary(r.summary, 100)} over fresh seeds "
+                          f"{sorted(r.scores)}\n"
+                          + "".join(f"# vs {b.upper()}: {format_comparison(c, 100)}\n"
+                                    for b, c in r.versus.items())
+                          + f"# found: {_found(e['params'])}\n"))
+        extra = {r.name: f"# {r.name} baseline of the finalists stage: {ranking.metric} "
+                         f"{format_summary(r.summary, 100)} over seeds {sorted(r.scores)}\n"
+                 for r in rows if r.role == "baseline"}
+    else:
+        for rank, (_, row) in enumerate(ranking.rank(trials).head(top).iterrows(), start=1):
+            values = {k: _plain(row[k]) for k in params}
+            files.append((f"rank{rank}", values,
+                          f"# trial {row['trial_id']} ({row['status']}, {int(row['epochs'])} epochs): "
+                          f"score {row['score']:.4f} ({ranking.describe()}), best val_acc "
+                          f"{row['best_val_acc']:.4f}; one seed, no finalists stage\n"
+                          f"# found: {_found(values)}\n"))
+        extra = {}
+    eps = float((base.get("loss") or {}).get("eps", 0.1))
+    for b in BASELINES:
+        files.append((f"baseline-{b}", baseline_overrides(b, eps),
+                      extra.get(b, "") + "# the same recipe as the exported ranks, for a paired "
+                      "comparison on the same seeds\n"))
     paths = []
-    searched_epochs = base.get("schedule", {}).get("epochs", 200)
-    for rank, (_, row) in enumerate(ranked.iterrows(), start=1):
-        values = {k: _plain(row[k]) for k in params}
-        raw = with_overrides(base, values)
-        raw = with_overrides(raw, {
-            "name": f"{state['name']}-rank{rank}", "schedule.epochs": export_cfg["epochs"],
-            "schedule.budget": None, "evaluate_test": True, "seeds": list(seeds),
-            "data.val_fraction": export_cfg["val_fraction"], "device": "auto"})
-        if export_cfg["epochs"] != searched_epochs:
-            # the final runs use the same recipe on another length: scale the lr milestones
-            ms = base.get("schedule", {}).get("milestones", [60, 120, 160])
-            raw["schedule"]["milestones"] = scaled_milestones(ms, searched_epochs, export_cfg["epochs"])
-        cfg = build_run_config(raw, source=str(folder.trials_path))
-        header = (f"# tfkd-search export: rank {rank} of search {state['name']!r}\n"
-                  f"# trial {row['trial_id']} ({row['status']}, {int(row['epochs'])} epochs): "
-                  f"score {row['score']:.4f} ({ranking.describe()}), best val_acc "
-                  f"{row['best_val_acc']:.4f}\n"
-                  f"# found: {', '.join(f'{k}={v}' for k, v in values.items())}\n"
-                  f"# run it: tfkd-search train --config THIS_FILE --seeds {len(seeds)}\n")
-        path = folder.best_dir / f"rank{rank}.yaml"
-        atomic_write_text(path, header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    for stem, changes, header in files:
+        cfg = _final_config(base, changes, f"{state['name']}-{stem}", export_cfg, seeds,
+                            source=str(folder.trials_path))
+        text = (f"# tfkd-search export: {stem} of search {state['name']!r}\n{header}"
+                f"# run it: tfkd-search train --config THIS_FILE --seeds {len(seeds)}; all of them "
+                f"on the same seeds: tfkd-search final {folder.path}\n")
+        path = folder.best_dir / f"{stem}.yaml"
+        atomic_write_text(path, text + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         paths.append(path)
+    answer = answer_text(folder.path)
+    if answer:
+        atomic_write_text(folder.best_dir / ANSWER_FILE, answer + "\n")
     return paths
+
+
+def answer_text(run_dir: str | Path) -> str | None:
+    """The finalists stage's answer as text: is the found config better than CE and LSR, and how
+    sure is that (None for a search without a finalists stage)."""
+    folder = RunFolder(run_dir)
+    rows = folder.standings()
+    if not rows:
+        return None
+    plan = folder.read_state()["finalists_plan"]
+    labels = {e["name"]: e["name"] if e["role"] == "baseline" else f"{e['name']} ({e['label']})"
+              for e in plan["entries"]}
+    ranking = folder.ranking()
+    return (f"finalists and baselines on fresh seeds {plan['seeds']} at the search budget, ranked by "
+            f"their mean score ({ranking.describe().split(';')[0]}); rank 1 is best/rank1.yaml:\n"
+            + format_standings(rows, ranking.metric, labels))
+
+
+def _final_config(base: dict[str, Any], changes: dict[str, Any], name: str, export_cfg: dict[str, Any],
+                  seeds: list[int], source: str) -> Any:
+    """The searched recipe with `changes`, on the final runs' schedule: full length (lr milestones
+    scaled when the length differs), test evaluation on, the seeds list."""
+    raw = with_overrides(with_overrides(base, changes), {
+        "name": name, "schedule.epochs": export_cfg["epochs"], "schedule.budget": None,
+        "evaluate_test": True, "seeds": list(seeds), "data.val_fraction": export_cfg["val_fraction"],
+        "device": "auto"})
+    searched_epochs = base.get("schedule", {}).get("epochs", 200)
+    if export_cfg["epochs"] != searched_epochs:
+        ms = base.get("schedule", {}).get("milestones", [60, 120, 160])
+        raw["schedule"]["milestones"] = scaled_milestones(ms, searched_epochs, export_cfg["epochs"])
+    return build_run_config(raw, source=source)
+
+
+def _found(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 def _export_block(folder: RunFolder) -> dict[str, Any]:

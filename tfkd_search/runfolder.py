@@ -34,6 +34,8 @@ SPACE_FILE = "space.yaml"
 TRIALS_FILE = "trials.parquet"
 HISTORY_FILE = "history.parquet"
 BEST_DIR = "best"
+FINALISTS_DIR = "finalists"            # Ray Tune's experiment of the finalists stage
+FINALISTS_FILE = "finalists.parquet"   # one row per finalist or baseline run (config x fresh seed)
 
 
 class TrialStatus(str, Enum):
@@ -60,6 +62,10 @@ HISTORY_COLUMNS = ("epoch", "val_acc", "val_loss", "train_loss", "train_ce", "tr
 # One row per trial (trials.parquet), then one column per searched parameter (its config path).
 TRIAL_COLUMNS = ("trial_id", "trial_index", "status", "epochs", "score", "best_val_acc",
                  "last_val_acc", "wall_seconds", "error")
+# One row per run of the finalists stage (finalists.parquet): `name` is finalist<k> (k: its rank in the
+# search) or a baseline (ce, lsr); then one column per searched parameter (empty for baselines).
+FINALIST_COLUMNS = ("name", "role", "search_rank", "seed", "trial_id", "status", "epochs", "score",
+                    "best_val_acc", "last_val_acc", "wall_seconds", "error")
 
 
 def trial_index(trial_id: str) -> int:
@@ -311,6 +317,10 @@ class RunFolder:
     def best_dir(self) -> Path:
         return self.path / BEST_DIR
 
+    @property
+    def finalists_path(self) -> Path:
+        return self.path / FINALISTS_FILE
+
     def exists(self) -> bool:
         return self.state_path.exists() or self.trials_path.exists()
 
@@ -396,6 +406,54 @@ class RunFolder:
                 f"{self.path}); an unfinished one writes it at its end (tfkd-search --space SPACE "
                 f"--resume)") from None
         return normalize_trials(frame)
+
+    def write_finalists(self, runs: Sequence[tuple[Mapping[str, Any], TrialRecord]],
+                        param_names: Sequence[str]) -> Any:
+        """finalists.parquet from the finalists stage's runs: (plan entry, its trial's record)."""
+        import pandas as pd
+
+        rows = []
+        for entry, rec in runs:
+            row = rec.row(param_names)
+            row.update({"name": entry["name"], "role": entry["role"],
+                        "search_rank": entry.get("search_rank"), "seed": int(entry["seed"])})
+            rows.append(row)
+        frame = pd.DataFrame(rows, columns=[*FINALIST_COLUMNS, *param_names])
+        frame["search_rank"] = pd.to_numeric(frame["search_rank"], errors="coerce").astype("Int64")
+        for k in param_names:  # baselines have no searched values: keep the column one type
+            if frame[k].dtype == object:
+                frame[k] = frame[k].map(lambda v: v if v is None else str(v))
+        atomic_write_parquet(frame, self.finalists_path)
+        return frame
+
+    def read_finalists(self) -> Any:
+        """finalists.parquet, or None for a search without a finalists stage."""
+        import pandas as pd
+
+        if not self.finalists_path.exists():
+            return None
+        try:
+            return pd.read_parquet(self.finalists_path)
+        except Exception as exc:  # noqa: BLE001 - torn, truncated or not a parquet file
+            raise ConfigError(
+                f"{self.finalists_path}: unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
+                f"rewrite it by resuming the search (tfkd-search --space SPACE --resume)") from None
+
+    def standings(self) -> list[Any]:
+        """The finalists stage's answer (`finalists.standings`: finalists best first, then the
+        baselines, with summaries and paired comparisons); [] without a finalists stage."""
+        from .finalists import standings
+
+        frame = self.read_finalists()
+        plan = self.read_state().get("finalists_plan")
+        if frame is None or not len(frame) or not plan:
+            return []
+        scores: dict[str, dict[int, float]] = {}
+        for _, r in frame.iterrows():  # a run that did not complete is a failed seed (NaN)
+            ok = r["status"] == TrialStatus.COMPLETED.value
+            scores.setdefault(str(r["name"]), {})[int(r["seed"])] = float(r["score"]) if ok else math.nan
+        ranking = self.ranking()
+        return standings(scores, [e["name"] for e in plan["entries"]], ranking.mode)
 
     def trial_dirs(self) -> list[Path]:
         """Ray's per-trial folders (`trial_<id>/`, with result.json) of this search."""

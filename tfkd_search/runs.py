@@ -178,8 +178,8 @@ def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gp
     cfgs = {s: cfg.model_copy(update={"seed": s}) for s in seeds}
     results: list[Any] = []
     if gpus and len(seeds) > 1:
-        results = train_parallel(cfgs, out, gpus=gpus, resume=resume, printer=printer,
-                                 ray_options=ray_options)
+        results = train_parallel([(cfgs[s], out / f"seed{s}") for s in seeds], gpus=gpus,
+                                 resume=resume, printer=printer, ray_options=ray_options)
         if tracker is not None:
             for seed, res in zip(seeds, results):
                 run = tracker.child(f"{parent}:seed{seed}", f"seed{seed}", params={"seed": seed})
@@ -214,20 +214,19 @@ def _train_remote(cfg_dict: dict[str, Any], run_dir: str, resume: bool) -> Any:
     return run_one(build_run_config(cfg_dict), Path(run_dir), resume=resume)
 
 
-def train_parallel(cfgs: dict[int, RunConfig], out: Path, *, gpus: float, resume: bool,
+def train_parallel(runs: list[tuple[RunConfig, Path]], *, gpus: float, resume: bool,
                    printer: Printer, ray_options: Any = None) -> list[Any]:
-    """Final runs of several seeds in parallel, one Ray task per seed with one GPU each."""
+    """Final runs (config, run folder) in parallel, one Ray task with one GPU each; results in order."""
     from .search import RayOptions, init_ray
 
     ray = init_ray(ray_options or RayOptions(), gpus, printer)
     task = ray.remote(num_gpus=1, num_cpus=1)(_train_remote)
-    refs = {seed: task.remote(config_to_dict(cfg), str(out / f"seed{seed}"), resume)
-            for seed, cfg in cfgs.items()}
+    refs = [task.remote(config_to_dict(cfg), str(out), resume) for cfg, out in runs]
     results = []
-    for seed, ref in refs.items():
+    for (cfg, out), ref in zip(runs, refs):
         res = ray.get(ref)
         test = f"{res.test_acc:.4f}" if res.test_acc is not None else "n/a"
-        printer(f"seed {seed}: {res.status}, best val_acc {_num(res.best_val_acc)}, test_acc {test}")
+        printer(f"{out}: {res.status}, best val_acc {_num(res.best_val_acc)}, test_acc {test}")
         results.append(res)
     return results
 

@@ -49,6 +49,7 @@ from .config import (ConfigError, FieldProblems, RunConfig, Strict, attribute, b
                      check_run_config, config_to_dict, flatten, get_path, override_labels, read_yaml,
                      set_path, validation_problems, with_overrides)
 from .errors import Problem
+from .finalists import BASELINES, fresh_seeds
 from .registry import METHOD_REGISTRY, did_you_mean
 
 
@@ -153,6 +154,19 @@ class Resources(Strict):
                               "on its own CUDA stream (default: when gpu < 1 and GPUs are used)")
 
 
+class Finalists(Strict):
+    """After the halving, the best `top` configs and the baselines CE and LSR are trained again at the
+    search budget on `seeds` fresh seeds (paired: the same seeds for all); `finalists.py`."""
+
+    top: int = Field(2, ge=0, description="configs trained again on fresh seeds (0: no finalists)")
+    seeds: int = Field(3, ge=0, description="fresh seeds per finalist and baseline (0: no finalists); "
+                       "an interval needs at least 3")
+
+    @property
+    def enabled(self) -> bool:
+        return self.top > 0 and self.seeds > 0
+
+
 class SearchBlock(Strict):
     params: dict[str, Distribution] = Field(min_length=1)
     searcher: Searcher = Searcher()
@@ -163,6 +177,7 @@ class SearchBlock(Strict):
                                        "waiting at a synchronous rung do not count)")
     max_trials: int = Field(1000, ge=1, description="refuse grids larger than this")
     max_failures: int = Field(2, ge=0, description="retries of a crashed trial from its checkpoint")
+    finalists: Finalists = Finalists()
 
 
 class ExportBlock(Strict):
@@ -205,6 +220,18 @@ class Space:
         if s.searcher.kind == "optuna":
             return s.num_samples
         return self.grid_size() * s.num_samples
+
+    def distinct_configs(self) -> int:
+        """How many different configs the search can try (a grid's repeats are the same configs)."""
+        s = self.spec.search
+        return self.grid_size() if s.searcher.kind == "grid" else s.num_samples
+
+    def finalist_trials(self) -> int:
+        """Trials of the finalists stage: (finalists + baselines) x fresh seeds (0 when off)."""
+        f = self.spec.search.finalists
+        if not f.enabled:
+            return 0
+        return (min(f.top, self.distinct_configs()) + len(BASELINES)) * f.seeds
 
     def base_dict(self) -> dict[str, Any]:
         return config_to_dict(self.base)
@@ -331,6 +358,14 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
         problems.append(Problem(source, "search", f"the grid has {space.num_trials()} trials, more "
                                 f"than search.max_trials={s.max_trials}; shrink the grid or raise "
                                 f"max_trials"))
+    given = (search_raw.get("finalists") or {}) if isinstance(search_raw.get("finalists"), dict) else {}
+    if space is not None and spec.search.finalists.enabled and "top" in given:  # type: ignore[union-attr]
+        top = spec.search.finalists.top  # type: ignore[union-attr]
+        if top > space.distinct_configs():
+            problems.append(Problem(source, "search.finalists.top", f"{top} finalists, but the search "
+                                    f"tries only {space.distinct_configs()} configs; set "
+                                    f"search.finalists.top to at most {space.distinct_configs()} "
+                                    f"(0 turns the finalists off)", top))
     sch = spec.search.scheduler if spec else _part(Scheduler, search_raw.get("scheduler", {}))
     if base is not None and sch is not None and sch.kind == "asha":
         problems += _scheduler_problems(sch, base.schedule.trained_epochs, source)
@@ -415,11 +450,30 @@ def describe(space: Space, gpus: float = 0, cpus: float | None = None) -> str:
               + (", packed: the trials of a GPU share one host process, one CUDA stream each"
                  if packs(space, s.resources.gpu if gpus else 0.0) else ""),
               f"  at most {space.num_trials() * space.budget} trial-epochs without early stopping"]
+    lines += _finalists_plan(space)
     conc = concurrency(space, gpus, cpus)
     if conc:
         lines.append(f"  concurrent trials: {conc} ({'GPUs' if gpus else 'CPUs'}: "
                      f"{gpus if gpus else cpus:g})")
     return "\n".join(lines)
+
+
+def _finalists_plan(space: Space) -> list[str]:
+    f = space.spec.search.finalists
+    if not f.enabled:
+        return ["  finalists: off (search.finalists.top or .seeds is 0): rank 1 is one seed's result"]
+    b = space.base
+    eps = b.loss.eps
+    n = space.finalist_trials()
+    seeds = fresh_seeds(b.seed, f.seeds)
+    lines = [f"  finalists: the best {min(f.top, space.distinct_configs())} configs and the baselines "
+             f"ce, lsr (eps {eps:g}) trained again for {space.budget} epochs on seeds {seeds} (the "
+             f"search's is {b.seed}); {n} trials, {n * space.budget} more trial-epochs"]
+    if METHOD_REGISTRY.get(b.method).needs_teacher:
+        lines.append("    (a seed equal to the teacher checkpoint's seed is replaced by the next free one)")
+    if f.seeds < 3:
+        lines.append(f"    note: {f.seeds} seed(s) give no confidence interval (3 or more do)")
+    return lines
 
 
 def packs(space: Space, gpu_share: float) -> bool:

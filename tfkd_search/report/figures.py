@@ -28,7 +28,8 @@ STATUS_COLORS = {"completed": "#1a9641", "stopped_early": "#f28e2b", "running": 
 STATUS_LABELS = {"completed": "completed (full budget)", "stopped_early": "stopped early by ASHA",
                  "running": "running / unfinished", "pending": "pending (no epoch yet)",
                  "diverged": "diverged (NaN loss)", "errored": "errored"}
-METRIC_LABELS = {"val_acc": "validation accuracy", "val_loss": "validation loss"}
+METRIC_LABELS = {"val_acc": "validation accuracy", "val_loss": "validation loss",
+                 "test_acc": "test accuracy", "last_val_acc": "last validation accuracy"}
 
 
 def metric_label(metric: str) -> str:
@@ -267,3 +268,52 @@ def fig_importance(imp: Importance, data: RunData) -> bytes | None:
         ax.set_title(f"Which parameters mattered ({imp.evaluator}; {metric_at(data, imp.epoch)}, "
                      f"{imp.trials} trials)", loc="left", fontsize=12)
         return _render_pyplot(ax)
+
+
+def fig_seeds(rows: list[Any], metric: str, labels: dict[str, str] | None = None) -> bytes | None:
+    """Finalists and baselines side by side: every seed's score as a point (one thin line per seed
+    joins its runs: the comparisons are paired), each config's mean with its 95% t interval."""
+    import math
+
+    from ..stats import t_ppf
+
+    rows = [r for r in rows if any(v == v for v in r.scores.values())]
+    if not rows:
+        return None
+    scale = 100.0 if metric.endswith("acc") else 1.0
+    labels = labels or {}
+    fig = _figure(max(5.0, 1.4 * len(rows) + 1.5), 4.2)
+    ax = fig.add_subplot()
+    seeds = sorted({s for r in rows for s in r.scores})
+    for s in seeds:
+        xs = [i for i, r in enumerate(rows) if s in r.scores and r.scores[s] == r.scores[s]]
+        ax.plot(xs, [rows[i].scores[s] * scale for i in xs], color="#bbbbbb", lw=0.8, zorder=1)
+    for i, r in enumerate(rows):
+        vals = [v * scale for v in r.scores.values() if v == v]
+        color = "#4e79a7" if r.role == "finalist" else "#7f7f7f"
+        ax.scatter([i] * len(vals), vals, s=22, color=color, alpha=0.75, zorder=2)
+        m = r.summary
+        if m.n >= 2 and m.std == m.std:
+            half = t_ppf(0.975, m.n - 1) * m.std / math.sqrt(m.n) * scale
+            ax.errorbar([i + 0.18], [m.mean * scale], yerr=[[half], [half]], fmt="D", color="black",
+                        ms=5, capsize=4, zorder=3)
+        elif m.n:
+            ax.plot([i + 0.18], [m.mean * scale], "D", color="black", ms=5, zorder=3)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([_tick(labels.get(r.name, r.name)) for r in rows], fontsize=8)
+    ax.set_xlim(-0.5, len(rows) - 0.3)
+    ax.set_ylabel(f"{metric_label(metric)}{' (%)' if scale != 1 else ''}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"per seed (points, a grey line per seed), mean and 95% interval (black), "
+                 f"{len(seeds)} seeds", fontsize=9)
+    return _png(fig)
+
+
+def _tick(label: str) -> str:
+    """'finalist1 (loss.a=0.5,loss.tau=1)' as 'finalist1\na=0.5\ntau=1': one value per line."""
+    name, _, rest = label.partition(" (")
+    parts = []
+    for p in filter(None, rest.rstrip(")").split(",")):
+        key, eq, value = p.partition("=")
+        parts.append(key.rsplit(".", 1)[-1] + eq + value)
+    return "\n".join([name, *parts])

@@ -10,8 +10,9 @@ from typing import Any
 
 from .compute import Compute, compute_summary
 from .data import RunData
+from ..stats import format_comparison, format_summary
 from .figures import (STATUS_ORDER, fig_compute, fig_importance, fig_learning_curves, fig_parallel,
-                      fig_slice, metric_label, status_counts)
+                      fig_seeds, fig_slice, metric_label, status_counts)
 from .study import metric_at, param_importances
 
 CSS = """
@@ -85,7 +86,7 @@ def _score_caption(data: RunData) -> str:
     return f'<p class="muted">score: {_e(data.ranking.describe())}.</p>'
 
 
-def _top_k_section(data: RunData) -> str:
+def _top_k_section(data: RunData, finalists: bool = False) -> str:
     t = data.trials
     ranked = data.ranked().head(data.top_k)
     if not len(ranked):
@@ -95,7 +96,9 @@ def _top_k_section(data: RunData) -> str:
     for rank, (_, r) in enumerate(ranked.iterrows(), start=1):
         path = data.run_dir / "best" / f"rank{rank}.yaml"
         link = "not exported"
-        if path.exists() and not data.in_progress:
+        if finalists:
+            link = "see the finalists above"
+        elif path.exists() and not data.in_progress:
             try:
                 same = f"# trial {r['trial_id']} " in path.read_text(errors="replace")[:2000]
             except OSError:
@@ -203,6 +206,86 @@ def _summary(data: RunData) -> str:
     return head
 
 
+def _verdict_words(r: Any, label: str, unit: str) -> str:
+    """One finalist's verdict as a sentence."""
+    h = r.headline()
+    base = r.against.upper() if r.against else ""
+    mean = format_summary(r.summary, 100 if unit == "points" else 1)
+    if h is None:
+        return f"{label}: {mean}."
+    if h.low is None:
+        return (f"{label}: {mean}; {h.diff * (100 if unit == 'points' else 1):+.2f} {unit} against "
+                f"{base}, the stronger baseline, with no interval ({h.note}): no verdict can be given.")
+    scale = 100 if unit == "points" else 1
+    what = {"better": f"better than {base}", "worse": f"worse than {base}"}.get(
+        h.verdict, f"not detectably different from {base}")
+    return (f"{label}: {mean}; {h.diff * scale:+.2f} {unit} against {base}, the stronger baseline "
+            f"(95% interval {h.low * scale:+.2f} to {h.high * scale:+.2f}, {h.note}): <b>{what}</b>.")
+
+
+def _standings_block(rows: list[Any], metric: str, labels: dict[str, str], figure: Any,
+                     fname: str, intro: str) -> str:
+    scale = 100 if metric.endswith("acc") else 1
+    unit = "points" if scale == 100 else metric
+    bases = [r.name for r in rows if r.role == "baseline"]
+    body = f"<p>{intro}</p>"
+    png = fig_seeds(rows, metric, labels)
+    if png is not None:
+        body += figure(fname, png, f"{metric} per seed of every finalist and baseline")
+    table_rows = []
+    for r in rows:
+        cells = [_e(labels.get(r.name, r.name)), _e(r.role), _e(format_summary(r.summary, scale))]
+        for b in bases:
+            c = r.versus.get(b)
+            cells.append("-" if c is None else _e(format_comparison(c, scale)))
+        table_rows.append(cells)
+    body += _table(["config", "role", f"{metric} mean ± std (n)", *(f"vs {b.upper()}" for b in bases)],
+                   table_rows, left={0, 1, *range(3, 3 + len(bases))})
+    words = [_verdict_words(r, _e(labels.get(r.name, r.name)), unit) for r in rows
+             if r.role == "finalist"]
+    body += "".join(f"<p>{w}</p>" for w in words)
+    return body
+
+
+def _answer_section(data: RunData, figure: Any) -> str | None:
+    """The answer with its confidence: the finalists stage (search budget, fresh seeds) and, once
+    `tfkd-search final` ran, the final runs (full schedule); None for a search with neither."""
+    from ..final import final_standings, read_results
+    from ..runfolder import RunFolder
+
+    out = ""
+    folder = RunFolder(data.run_dir)
+    try:
+        rows = folder.standings()
+    except Exception as exc:  # noqa: BLE001 - the rest of the report still stands
+        return _note(f"The finalists' table could not be read: {exc}")
+    if rows:
+        plan = data.state.get("finalists_plan") or {}
+        labels = {e["name"]: e["name"] if e["role"] == "baseline" else f"{e['name']} ({e['label']})"
+                  for e in plan.get("entries", [])}
+        out += "<h3>Finalists at the search budget</h3>" + _standings_block(
+            rows, data.metric, labels, figure, "finalists.png",
+            f"The best configs of the search and the baselines CE and LSR, trained again for "
+            f"{data.budget} epochs on the fresh seeds {plan.get('seeds')} (the same seeds for all, so "
+            f"every difference is paired); ranked by their mean, which decides best/rank1.yaml.")
+    try:
+        table = read_results(data.run_dir)
+    except Exception as exc:  # noqa: BLE001
+        return out + _note(f"final/results.parquet could not be read: {exc}")
+    if table is not None and len(table):
+        rows, measure = final_standings(table)
+        seeds = sorted({int(s) for s in table["seed"]})
+        out += "<h3>Final runs (full schedule)</h3>" + _standings_block(
+            rows, measure, {}, figure, "final.png",
+            f"<code>tfkd-search final</code>: the exported configs and baselines on seeds {seeds} at "
+            f"the full schedule, judged on {_e(measure)}.")
+    elif rows:
+        out += (f'<p class="muted">Next: <code>tfkd-search final {_e(data.run_dir)}</code> trains the '
+                f"exported configs and baselines on the same seeds at the full schedule and adds them "
+                f"here.</p>")
+    return out or None
+
+
 def build_report(data: RunData) -> tuple[str, dict[str, bytes]]:
     """The HTML page and the PNG figures (file name -> bytes)."""
     pngs: dict[str, bytes] = {}
@@ -211,7 +294,11 @@ def build_report(data: RunData) -> tuple[str, dict[str, bytes]]:
         pngs[fname] = png
         return _img(png, alt, fname, caption)
 
-    sections = ["<h2>Best configurations</h2>" + _top_k_section(data)]
+    sections = []
+    answer = _answer_section(data, figure)
+    if answer:
+        sections.append("<h2>The answer: better than CE and label smoothing?</h2>" + answer)
+    sections.append("<h2>Best configurations</h2>" + _top_k_section(data, bool(answer)))
     c = compute_summary(data)
     body = _compute_section(c)
     png = fig_compute(c)

@@ -23,13 +23,14 @@ from ..runfolder import Ranking, RunFolder, TrialRecord, TrialStatus
 from ..scheduling import Halving
 from ..spaces import Space, concurrency, packs
 from ..tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
+from . import finalstage
 from .cluster import RayOptions, init_ray, preflight
 from .hosting import start_registry, stop_registry
 from .progress import make_callback
 from .scheduler import RUNGS_FILE, make_scheduler, read_halving
 from .storage import is_object_store, join_uri, prepare_run_dir, resolve_paths, space_digest, \
     upload_results
-from .trial import SCORE, run_trial, to_tune
+from .trial import SCORE, record_of, run_trial, to_tune
 
 Printer = Callable[[str], None]
 SHOWN = 5  # trials in the end-of-search table
@@ -119,6 +120,7 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
         printer(f"closed {orphans} MLflow runs left RUNNING by the interrupted driver")
 
     halving = halving_of(space)
+    tracking = {"uri": uri, "experiment": name, "parent_id": parent_id, "debug": ray_options.debug}
     exp_path = join_uri(storage_root, name) if object_store else run_dir.as_posix()
     registry = None
     if packs(space, gpu_share):
@@ -135,9 +137,8 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
                    registry=registry,
                    storage_root=storage_root, name=name, run_dir=run_dir, resume=restore,
                    exp_path=exp_path, callback=make_callback(
-                       {"uri": uri, "experiment": name, "parent_id": parent_id,
-                        "debug": ray_options.debug},
-                       list(space.params), space.budget, ranking, space.num_trials(), printer))
+                       tracking, list(space.params), space.budget, ranking, space.num_trials(),
+                       printer))
     printer(f"search {name!r}: {space.num_trials()} trials of up to {space.budget} epochs, "
             f"{conc or 'unlimited'} at a time; results in {exp_path}")
     if halving is not None:
@@ -149,33 +150,33 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
     t0 = time.time()
     previous = _sigterm_as_ctrl_c()
     try:
-        results = tuner.fit()
-    except KeyboardInterrupt:  # a second Ctrl-C, while Tune saves after the first
-        tracker.finish(parent_id, "KILLED")
-        raise Interrupted(f"search {name!r} interrupted while Tune saved its state; the trials' "
-                          f"checkpoints are in {exp_path}") from None
+        results = _fit(tuner, tracker, parent_id, name, exp_path)
+        # Tune takes the first Ctrl-C itself: it saves the experiment state and returns early, with
+        # trials still pending, running or paused (it marks them all terminated). Nothing is lost,
+        # but the search has not finished.
+        records = [_record(r, space, ranking) for r in results]
+        unfinished = len(_unfinished(records, run_dir / RUNGS_FILE))
+        if unfinished:
+            _interrupted(tracker, parent_id, f"search {name!r} interrupted: "
+                         f"{len(results) - unfinished} of {len(results)} trials finished; their "
+                         f"results and the other trials' checkpoints are saved in {exp_path}")
+        trials = folder.write_tables(records, list(space.params))
+        tracker.close_orphans()
+        if s.finalists.enabled and ranking.best(trials) is not None:
+            _finalists_stage(space, folder, ranking.rank(trials), ranking, tracker=tracker,
+                             parent_id=parent_id, tracking=tracking, base=base, gpu_share=gpu_share,
+                             conc=conc, registry=registry, exp_path=exp_path, resume=resume,
+                             printer=printer)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         if registry is not None:
             stop_registry(registry, printer)
     wall = time.time() - t0
-    # Tune takes the first Ctrl-C itself: it saves the experiment state and returns early, with
-    # trials still pending, running or paused (it marks them all terminated). Nothing is lost, but
-    # the search has not finished.
-    records = [_record(r, space, ranking) for r in results]
-    unfinished = len(_unfinished(records, run_dir / RUNGS_FILE))
-    if unfinished:
-        tracker.close_orphans()
-        tracker.finish(parent_id, "KILLED")
-        raise Interrupted(f"search {name!r} interrupted: {len(results) - unfinished} of "
-                          f"{len(results)} trials finished; their results and the other trials' "
-                          f"checkpoints are saved in {exp_path}")
-    trials = folder.write_tables(records, list(space.params))
-    tracker.close_orphans()
     exported = _export(folder, space, printer)
     for p in exported:
         tracker.log_artifact(parent_id, p, "best")
+    _log_answer(folder, tracker, parent_id)
     tracker.log_artifact(parent_id, folder.trials_path)
     _report(folder, tracker, parent_id, printer)
     best = ranking.best(trials)
@@ -199,7 +200,7 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
             printer(f"warning: could not copy the results to {exp_path} ({type(err).__name__}: "
                     f"{err}); they are complete in {run_dir}")
     printer(f"search finished in {wall:.0f} s")
-    printer(summary_text(trials, space, ranking, exported))
+    printer(summary_text(trials, space, ranking, exported, folder.path))
     _print_mlflow(printer, tracker, parent_id)
     return SearchOutcome(run_dir=run_dir, trials=trials, exported=exported,
                          mlflow_uri=uri, parent_run_id=parent_id)
@@ -248,6 +249,60 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
             checkpoint_config=CheckpointConfig(num_to_keep=1)))
 
 
+def _fit(tuner: Any, tracker: Tracker, parent_id: str, name: str, exp_path: str) -> Any:
+    try:
+        return tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C, while Tune saves after the first
+        tracker.finish(parent_id, "KILLED")
+        raise Interrupted(f"search {name!r} interrupted while Tune saved its state; the trials' "
+                          f"checkpoints are in {exp_path}") from None
+
+
+def _interrupted(tracker: Tracker, parent_id: str, message: str) -> None:
+    tracker.close_orphans()
+    tracker.finish(parent_id, "KILLED")
+    raise Interrupted(message)
+
+
+def _finalists_stage(space: Space, folder: RunFolder, ranked: Any, ranking: Ranking, *,
+                     tracker: Tracker, parent_id: str, tracking: dict[str, Any], base: dict[str, Any],
+                     gpu_share: float, conc: int | None, registry: Any, exp_path: str, resume: bool,
+                     printer: Printer) -> Any:
+    """Train the finalists and baselines on fresh seeds (`finalstage`) and write finalists.parquet.
+    The plan is saved in search.json first, so `--resume` runs exactly the same runs."""
+    from ..export import teacher_seed
+
+    state = folder.read_state()
+    plan = state.get("finalists_plan")
+    if not plan:
+        plan = finalstage.make_plan(space, ranked, teacher_seed(space.base_dict()))
+        folder.update_state(finalists_plan=plan)
+    runs = finalstage.runs_of(plan)
+    path = finalstage.stage_path(exp_path)
+    restore = resume and _tune_started(path)
+    names = ", ".join(f"{e['name']} ({e['label']})" for e in plan["entries"])
+    printer(f"finalists: {len(runs)} runs of {space.budget} epochs: {names}, on seeds {plan['seeds']}"
+            f"{' (resumed)' if restore else ''}")
+    tuner = finalstage.tuner(space, plan, ranking, base=base, gpu_share=gpu_share, conc=conc,
+                             exp_path=exp_path, resume=restore, registry=registry,
+                             callback=make_callback(tracking, [], space.budget, ranking, len(runs),
+                                                    printer, describe=finalstage.describe_run))
+    results = _fit(tuner, tracker, parent_id, space.spec.name, path)
+    done = [finalstage.record(r, space, ranking) for r in results]
+    ended = (TrialStatus.ERRORED, TrialStatus.DIVERGED, TrialStatus.COMPLETED)
+    left = [rec for _, rec in done if rec.status not in ended]
+    if left or len(done) < len(runs):
+        _interrupted(tracker, parent_id, f"search {tracking['experiment']!r} interrupted in its "
+                     f"finalists stage: {len(done) - len(left)} of {len(runs)} runs finished; their "
+                     f"results and the other runs' checkpoints are saved in {path}")
+    order = {(r["name"], r["seed"]): i for i, r in enumerate(runs)}
+    done.sort(key=lambda d: order.get((d[0].get("name"), d[0].get("seed")), len(order)))
+    frame = folder.write_finalists(done, list(space.params))
+    tracker.close_orphans()
+    tracker.log_artifact(parent_id, folder.finalists_path)
+    return frame
+
+
 def _tune_started(exp_path: str) -> bool:
     """Whether Tune saved an experiment at `exp_path` (a folder or an object-store URI) to restore."""
     from ray.tune import Tuner
@@ -274,17 +329,10 @@ def _unfinished(records: list[TrialRecord], rungs_file: Path) -> list[str]:
 
 
 def _record(result: Any, space: Space, ranking: Ranking) -> TrialRecord:
-    """A Tune `Result` as the run folder's trial record."""
-    m = dict(result.metrics or {})
-    trial_id = str(m.get("trial_id") or (result.path or "").rstrip("/").rsplit("trial_", 1)[-1])
-    df = result.metrics_dataframe
-    reports = df.to_dict("records") if df is not None and len(df) else ([m] if m else [])
-    error = None
-    if result.error is not None:
-        error = (str(result.error).strip().splitlines() or [""])[-1][:500]
+    """A Tune `Result` of the search as the run folder's trial record."""
     config = result.config or {}  # None for a trial that never started
-    return TrialRecord.from_reports(trial_id, reports, {k: config.get(k) for k in space.params},
-                                    budget=space.budget, ranking=ranking, error=error)
+    return record_of(result, {k: config.get(k) for k in space.params}, budget=space.budget,
+                     ranking=ranking)
 
 
 def _export(folder: RunFolder, space: Space, printer: Printer) -> list[Path]:
@@ -296,6 +344,26 @@ def _export(folder: RunFolder, space: Space, printer: Printer) -> list[Path]:
         printer(f"warning: export failed: {err}; fix the space's export block and run "
                 f"'tfkd-search export {folder.path}'")
         return []
+
+
+def _log_answer(folder: RunFolder, tracker: Tracker, parent_id: str) -> None:
+    """The finalists' answer on the parent run: the table as an artifact, each finalist's and
+    baseline's mean as a metric, rank 1's verdict against the stronger baseline as tags."""
+    from ..export import ANSWER_FILE
+
+    rows = folder.standings()
+    if not rows:
+        return
+    answer = folder.best_dir / ANSWER_FILE
+    if answer.exists():
+        tracker.log_artifact(parent_id, answer, "best")
+    tracker.log_metrics(parent_id, {f"final.{r.name}.mean": r.summary.mean for r in rows})
+    top = rows[0].headline()
+    if top is not None:
+        tracker.set_tags(parent_id, {"tfkd.verdict": f"{top.verdict} ({rows[0].against})",
+                                     "tfkd.verdict_diff": f"{top.diff:+.4f}",
+                                     "tfkd.verdict_interval": "none" if top.low is None
+                                     else f"[{top.low:+.4f}, {top.high:+.4f}]"})
 
 
 def _report(folder: RunFolder, tracker: Tracker, parent_id: str, printer: Printer) -> None:
@@ -330,14 +398,18 @@ def _already_finished(folder: RunFolder, state: dict[str, Any], space: Space, ra
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.get("finished_at") or 0))
     printer(f"search {state.get('name')!r} already finished ({when}); nothing to resume. Its results "
             f"({folder.path}):")
-    printer(summary_text(trials, space, ranking, exported))
+    printer(summary_text(trials, space, ranking, exported, folder.path))
     return SearchOutcome(run_dir=folder.path, trials=trials, exported=exported,
                          mlflow_uri=str(state.get("mlflow_uri") or ""),
                          parent_run_id=state.get("parent_run_id"), already_finished=True)
 
 
-def summary_text(trials: Any, space: Space, ranking: Ranking, exported: list[Path]) -> str:
-    """The end-of-search summary: outcome counts, the top trials by the ranking rule, next steps."""
+def summary_text(trials: Any, space: Space, ranking: Ranking, exported: list[Path],
+                 run_dir: Path | None = None) -> str:
+    """The end-of-search summary: outcome counts, the top trials by the ranking rule, the finalists'
+    answer, next steps."""
+    from ..export import answer_text
+
     counts = trials["status"].value_counts() if len(trials) else {}
     lines = [f"{len(trials)} trials: " + ", ".join(f"{n} {k.replace('_', ' ')}"
                                                   for k, n in counts.items())]
@@ -349,8 +421,13 @@ def summary_text(trials: Any, space: Space, ranking: Ranking, exported: list[Pat
                      f"(all trials: trials.parquet):")
         lines.append(ranked.head(SHOWN)[cols].to_string(index=False,
                                                         float_format=lambda v: f"{v:.4g}"))
+    answer = answer_text(run_dir) if run_dir is not None else None
+    if answer:
+        lines.append(answer)
     if exported:
         lines.append("exported configs for full runs:")
         lines += [f"  {p}" for p in exported]
-        lines.append(f"next: tfkd-search train --config {exported[0]} --seeds 3")
+        lines.append(f"next: tfkd-search final {run_dir}   (every exported config and baseline on "
+                     f"the same seeds, full schedule)" if run_dir is not None else
+                     f"next: tfkd-search train --config {exported[0]} --seeds 3")
     return "\n".join(lines)

@@ -15,8 +15,13 @@ from .trial import SCORE
 Printer = Callable[[str], None]
 
 
+Describe = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, str], str]]
+
+
 def make_callback(tracking: dict[str, Any], params: list[str], budget: int, ranking: Ranking,
-                  total: int, printer: Printer) -> Any:
+                  total: int, printer: Printer, describe: Describe | None = None) -> Any:
+    """`describe(config) -> (MLflow params, MLflow tags, title)` names a trial (default: the searched
+    `params` of its config, no tags, `trial <id>`)."""
     from ray.tune import Callback
 
     label = ranking.metric if ranking.window == 1 else f"{ranking.metric}(mean of {ranking.window})"
@@ -48,23 +53,26 @@ def make_callback(tracking: dict[str, Any], params: list[str], budget: int, rank
                 self._tracker = t
             return self._tracker
 
-        def _params(self, trial: Any) -> dict[str, Any]:
-            return {k: trial.config.get(k) for k in params}
+        def _describe(self, trial: Any) -> tuple[dict[str, Any], dict[str, str], str]:
+            if describe is not None:
+                p, tags, title = describe(trial.config)
+                return p, tags, f"{title} ({trial.trial_id})"
+            return {k: trial.config.get(k) for k in params}, {}, f"trial {trial.trial_id}"
 
         def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             again = trial.trial_id in self._started
             self._started.add(trial.trial_id)
-            p = self._params(trial)
+            p, tags, title = self._describe(trial)
             self.tracker.child(trial.trial_id, f"trial-{trial.trial_id}", params=p,
-                               tags={"tfkd.trial_id": trial.trial_id})
+                               tags={"tfkd.trial_id": trial.trial_id, **tags})
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in p.items())
             epoch = int((trial.last_result or {}).get("epoch", 0) or 0)
             if again and epoch:  # paused at a rung, or retried from its checkpoint
-                self.printer(f"[{_now()}] trial {trial.trial_id} resumed after epoch {epoch} ({shown})")
+                self.printer(f"[{_now()}] {title} resumed after epoch {epoch} ({shown})")
             elif again:  # failed before its first epoch: retried from the start
-                self.printer(f"[{_now()}] trial {trial.trial_id} restarted ({shown})")
+                self.printer(f"[{_now()}] {title} restarted ({shown})")
             else:
-                self.printer(f"[{_now()}] trial {trial.trial_id} started ({shown})")
+                self.printer(f"[{_now()}] {title} started ({shown})")
 
         def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                             **info: Any) -> None:
@@ -78,7 +86,7 @@ def make_callback(tracking: dict[str, Any], params: list[str], budget: int, rank
                 if better:
                     self._best[trial.trial_id] = value
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-            self.printer(f"[{_now()}] trial {trial.trial_id} epoch {epoch}/{budget} {label} "
+            self.printer(f"[{_now()}] {self._describe(trial)[2]} epoch {epoch}/{budget} {label} "
                          f"{value:.4f}  (trials done {done}/{total}, best {self._overall():.4f})")
 
         def _overall(self) -> float:
@@ -92,13 +100,14 @@ def make_callback(tracking: dict[str, Any], params: list[str], budget: int, rank
             outcome = trial_status(last, None, budget).value
             self.tracker.end_child(trial.trial_id, outcome,
                                    {"tfkd.epochs": last.get("epoch")})
-            self.printer(f"[{_now()}] trial {trial.trial_id} {outcome.replace('_', ' ')} after "
+            self.printer(f"[{_now()}] {self._describe(trial)[2]} {outcome.replace('_', ' ')} after "
                          f"{last.get('epoch', 0)} epochs")
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             msg = _error_text(trial)
             self.tracker.end_child(trial.trial_id, "errored", {"tfkd.error": _error_tag(msg)})
-            self.printer(f"[{_now()}] trial {trial.trial_id} errored: {msg.splitlines()[-1][:200]}")
+            self.printer(f"[{_now()}] {self._describe(trial)[2]} errored: "
+                         f"{msg.splitlines()[-1][:200]}")
 
     return SearchCallback()
 

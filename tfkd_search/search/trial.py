@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..overrides import with_overrides
-from ..runfolder import windowed
+from ..runfolder import TrialRecord, windowed
 from ..spaces import Choice, Grid, IntRange, LogUniform, Uniform
 
 # Tune ranks and schedules on this key: the space's metric averaged over the last `window` epochs.
@@ -119,6 +119,25 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode
                      oom_error=lambda detail: TrialOutOfMemory(oom_advice(cfg, gpu_share, detail)))
     else:
         train_explaining_oom(train, cfg, gpu_share, report=report, resume=state)
+
+
+def run_finalist(config: dict[str, Any], **kwargs: Any) -> None:
+    """Ray Tune trainable of the finalists stage (`finalstage`): one planned run, i.e. `run_trial`
+    with the run's config changes (searched values or a baseline's method, and its seed)."""
+    run_trial(dict(config["run"]["overrides"]), **kwargs)
+
+
+def record_of(result: Any, params: dict[str, Any], *, budget: int, ranking: Any) -> TrialRecord:
+    """A Tune `Result` as the run folder's `TrialRecord` (`params`: the values it ran with)."""
+    m = dict(result.metrics or {})
+    trial_id = str(m.get("trial_id") or (result.path or "").rstrip("/").rsplit("trial_", 1)[-1])
+    df = result.metrics_dataframe
+    reports = df.to_dict("records") if df is not None and len(df) else ([m] if m else [])
+    error = None
+    if result.error is not None:
+        error = (str(result.error).strip().splitlines() or [""])[-1][:500]
+    return TrialRecord.from_reports(trial_id, reports, params, budget=budget, ranking=ranking,
+                                    error=error)
 
 
 def _result(metrics: dict[str, Any], epoch: int, metric: str, window: int, values: list[float], *,
