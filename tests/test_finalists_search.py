@@ -135,3 +135,22 @@ def test_final_trains_every_export_on_the_same_seeds_and_resumes(searched):
     assert again.stdout.count("finished before, kept") == 12
     assert {p: p.stat().st_mtime_ns for p in before} == before
     pd.testing.assert_frame_equal(pd.read_parquet(run / "final" / "results.parquet"), table)
+
+
+def test_a_torn_finalists_table_is_rebuilt_from_the_stage_results(searched, tmp_path):
+    import shutil
+
+    _, run, _ = searched
+    copy = tmp_path / "fin"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("final"))
+    before = pd.read_parquet(copy / "finalists.parquet")
+    rank1 = (copy / "best" / "rank1.yaml").read_text()
+    torn = (copy / "finalists.parquet").read_bytes()[:100]
+    (copy / "finalists.parquet").write_bytes(torn)
+    res = run_cli(["export", str(copy)], cli_env(), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "rebuilt finalists.parquet from the 12 finalists stage runs' result.json" in res.stderr
+    assert (copy / "finalists.parquet.unreadable").read_bytes() == torn
+    cols = [c for c in before.columns if c != "wall_seconds"]
+    pd.testing.assert_frame_equal(pd.read_parquet(copy / "finalists.parquet")[cols], before[cols])
+    assert (copy / "best" / "rank1.yaml").read_text() == rank1.replace(str(run), str(copy))

@@ -290,6 +290,32 @@ def records_from_results(trial_dirs: Sequence[Path], budget: int | None, ranking
     return records
 
 
+def _unreadable(*paths: Path) -> list[tuple[Path, str]]:
+    """The tables among `paths` that are missing or unreadable (no parquet footer), with why."""
+    import pyarrow.parquet as pq
+
+    bad = []
+    for path in paths:
+        try:
+            pq.read_metadata(path)  # the footer: a torn or truncated file has none
+        except FileNotFoundError:
+            bad.append((path, "missing"))
+        except Exception as exc:  # noqa: BLE001 - torn, truncated or not a parquet file
+            kept = path.with_name(path.name + ".unreadable")
+            bad.append((path, f"unreadable: {type(exc).__name__}; kept as {kept.name}"))
+    return bad
+
+
+def _set_aside(bad: list[tuple[Path, str]]) -> None:
+    for path, why in bad:
+        if why != "missing":
+            path.replace(path.with_name(path.name + ".unreadable"))
+
+
+def _what(bad: list[tuple[Path, str]]) -> str:
+    return ", ".join(f"{p.name} ({why})" for p, why in bad)
+
+
 class RunFolder:
     """`<storage>/<name>/` of a search: its state, space, tables and exported configs."""
 
@@ -436,8 +462,9 @@ class RunFolder:
             return pd.read_parquet(self.finalists_path)
         except Exception as exc:  # noqa: BLE001 - torn, truncated or not a parquet file
             raise ConfigError(
-                f"{self.finalists_path}: unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
-                f"rewrite it by resuming the search (tfkd-search --space SPACE --resume)") from None
+                f"{self.finalists_path}: unreadable ({type(exc).__name__}: {str(exc)[:200]}); a "
+                f"finished search rebuilds it from its finalists/trial_*/result.json files "
+                f"(tfkd-search export {self.path})") from None
 
     def standings(self) -> list[Any]:
         """The finalists stage's answer (`finalists.standings`: finalists best first, then the
@@ -462,33 +489,41 @@ class RunFolder:
     def rebuild_tables(self) -> str | None:
         """Mend the tables of a finished search: when trials.parquet or history.parquet is missing or
         unreadable, write both again from Ray's per-trial result.json files, which hold every epoch
-        report the search made them from. An unreadable file is kept beside, as `<name>.unreadable`.
-        Returns a line saying what was done (None: nothing to do, or nothing to rebuild from)."""
-        import pyarrow.parquet as pq
-
+        report the search made them from; likewise finalists.parquet from the finalists stage's
+        (`finalists/trial_*`, each with its planned run in its config). An unreadable file is kept
+        beside, as `<name>.unreadable`. Returns what was done (None: nothing to do, or nothing to
+        rebuild from)."""
         if not self.is_finished():
             return None
+        notes = []
         dirs = [d for d in self.trial_dirs() if (d / "result.json").exists()]
-        bad = []
-        for path in (self.trials_path, self.history_path):
-            try:
-                pq.read_metadata(path)  # the footer: a torn or truncated file has none
-            except FileNotFoundError:
-                bad.append((path, "missing"))
-            except Exception as exc:  # noqa: BLE001 - torn, truncated or not a parquet file
-                kept = path.with_name(path.name + ".unreadable")
-                bad.append((path, f"unreadable: {type(exc).__name__}; kept as {kept.name}"))
-        if not bad or not dirs:
-            return None
-        space = self.space()
-        records = records_from_results(dirs, space.budget, self.ranking(), search_finished=True)
-        for path, why in bad:
-            if why != "missing":
-                path.replace(path.with_name(path.name + ".unreadable"))
-        self.write_tables(records, list(space.params))
-        what = ", ".join(f"{p.name} ({why})" for p, why in bad)
-        return (f"{self.path}: rebuilt {TRIALS_FILE} and {HISTORY_FILE} from the {len(dirs)} trials' "
-                f"result.json files: {what}")
+        bad = _unreadable(self.trials_path, self.history_path)
+        if bad and dirs:
+            space = self.space()
+            records = records_from_results(dirs, space.budget, self.ranking(), search_finished=True)
+            _set_aside(bad)
+            self.write_tables(records, list(space.params))
+            notes.append(f"rebuilt {TRIALS_FILE} and {HISTORY_FILE} from the {len(dirs)} trials' "
+                         f"result.json files: {_what(bad)}")
+        plan = self.read_state().get("finalists_plan")
+        fdirs = sorted(d for d in (self.path / FINALISTS_DIR).glob("trial_*")
+                       if (d / "result.json").exists())
+        bad = _unreadable(self.finalists_path) if plan and fdirs else []
+        if bad:
+            space = self.space()
+            runs = []
+            for rec in records_from_results(fdirs, space.budget, self.ranking(), search_finished=True):
+                run = dict(rec.params.get("run") or {})
+                rec.params = dict(run.get("params") or {})
+                runs.append((run, rec))
+            order = {(e["name"], s): i for i, (e, s) in enumerate(
+                (e, s) for e in plan["entries"] for s in plan["seeds"])}
+            runs.sort(key=lambda r: order.get((r[0].get("name"), r[0].get("seed")), len(order)))
+            _set_aside(bad)
+            self.write_finalists(runs, list(space.params))
+            notes.append(f"rebuilt {FINALISTS_FILE} from the {len(fdirs)} finalists stage runs' "
+                         f"result.json files: {_what(bad)}")
+        return f"{self.path}: " + "; ".join(notes) if notes else None
 
     def read_history(self) -> Any:
         import pandas as pd
