@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from _proc import ROOT, cli_env, run_cli
-from tfkd_search import userdata
+from tfkd_search import data, userdata
 from tfkd_search.config import build_run_config
 from tfkd_search.data import describe_dataset, load_splits
 from tfkd_search.errors import ConfigError, DataError
@@ -91,6 +91,10 @@ def test_imagefolder_carves_val_and_resizes_and_greyscale(tmp_path) -> None:
     assert torch.bincount(s.val_y).tolist() == [2, 2]  # stratified
     again = load_splits("imagefolder", root, val_fraction=0.2, split_seed=1, cache_dir=cache)
     assert torch.equal(again.val_x, s.val_x)
+    # the cached carve is the built-in datasets' carve of the whole training split
+    whole = load_splits("imagefolder", root, val_fraction=0.0, cache_dir=cache)
+    expected = data._carve(whole.train_x, whole.train_y, 0.2, 1)
+    assert all(torch.equal(a, b) for a, b in zip(expected, (s.train_x, s.train_y, s.val_x, s.val_y)))
     small = load_splits("imagefolder", root, val_fraction=0.0, image_size=[6, 4], cache_dir=cache)
     assert small.train_x.shape == (20, 1, 6, 4) and small.val_x is None
     facts = describe_dataset(data_cfg(dataset="imagefolder", data_dir=str(root), image_size=5,
@@ -359,3 +363,31 @@ def test_searched_value_checked_against_the_class_count_of_the_data(tmp_path, en
                    str(tmp_path / "runs")], env, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert "search.params.loss.a: value 0.2" in res.stderr and "(0.25, 1]" in res.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_on_an_image_folder_trains_from_the_cache_and_logs_the_dataset(tmp_path) -> None:
+    """A real (local Ray) search of two trials on an image folder: the driver decodes it into the cache
+    once, the trials read it from there, the parent MLflow run records the class names and digest."""
+    from _proc import search_runs
+
+    env = cli_env({"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    root = folder(tmp_path / "d", {"train": {"cat": 10, "dog": 10}, "val": {"cat": 2, "dog": 2}})
+    space = {"name": "mine", "base": _run_cfg({"dataset": "imagefolder", "data_dir": str(root)}),
+             "search": {"params": {"loss.a": {"kind": "grid", "values": [0.9, 0.99]}},
+                        "scheduler": {"kind": "none"}, "resources": {"cpu": 1}}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    res = run_cli(["--space", str(tmp_path / "space.yaml"), "--storage", str(tmp_path / "runs")], env,
+                  timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    import pandas as pd
+
+    trials = pd.read_parquet(tmp_path / "runs" / "mine" / "trials.parquet")
+    assert sorted(trials["status"]) == ["completed", "completed"]
+    cache = tmp_path / "xdg" / "tfkd-search"
+    assert len([p for p in cache.glob("imagefolder-*") if p.is_dir()]) == 2  # train and val, once
+    parent, kids = search_runs(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "mine")
+    assert len(kids) == 2 and json.loads(parent.data.params["dataset.class_names"]) == ["cat", "dog"]
+    assert parent.data.tags["tfkd.data_digest"] == describe_dataset(data_cfg(
+        dataset="imagefolder", data_dir=str(root), cache_dir=str(cache))).digest

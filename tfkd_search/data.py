@@ -221,17 +221,21 @@ def _carve(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int):
 
 def _load_user(name: str, data_dir, *, val_fraction: float, split_seed: int, with_test: bool,
                image_size, num_classes: int | None, cache_dir) -> DataSplits:
-    """imagefolder/npz splits as tensors over the memory-mapped cache (copied only by the carve)."""
+    """imagefolder/npz splits as tensors over the memory-mapped cache (a carved validation split is
+    cached too: no split is copied into a trial's RAM)."""
+    def carve(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep, held = _stratified_split(torch.from_numpy(y), float(val_fraction), split_seed)
+        return keep.numpy(), held.numpy()
+
     loaded = userdata.load(name, data_dir, with_test=with_test, image_size=image_size,
-                           num_classes=num_classes, cache_dir=cache_dir)
+                           num_classes=num_classes, cache_dir=cache_dir,
+                           carve=(f"{val_fraction!r}/{split_seed}", carve) if val_fraction > 0 else None)
     t = {k: (torch.from_numpy(x), torch.from_numpy(y)) for k, (x, y) in loaded.splits.items()}
     train_x, train_y = t["train"]
     _, c, h, w = train_x.shape
     info = DatasetInfo(name, len(loaded.class_names), int(c), int(h), loaded.mean, loaded.std,
                        user_crop_padding(int(h), int(w)), True)
     val_x, val_y = t.get("val", (None, None))
-    if val_x is None and val_fraction > 0:
-        train_x, train_y, val_x, val_y = _carve(train_x, train_y, val_fraction, split_seed)
     test_x, test_y = t.get("test", (None, None)) if with_test else (None, None)
     return DataSplits(info, train_x, train_y, val_x, val_y, test_x, test_y)
 

@@ -2,7 +2,8 @@
 arrays in one .npz file), checked cheaply before anything starts (`describe`) and decoded once per
 machine into a memory-mappable cache (`load`), from which every trial, packed host and later run reads.
 
-This module imports numpy and Pillow, never torch: the search plan and config validation use it.
+Importing this module costs numpy only (the search plan and config validation use it); Pillow and
+torchvision's folder scanning (`make_dataset`, `IMG_EXTENSIONS`) are imported when data is read.
 
 * **imagefolder**: ``data_dir/train/<class>/<image>`` with optional ``val/<class>/...`` and
   ``test/<class>/...``. The classes are the sorted folder names of ``train/`` (one class map for every
@@ -471,22 +472,48 @@ class Loaded:
     class_names: tuple[str, ...]
 
 
+Carve = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # labels -> (keep, held-out) indices
+
+
 def load(kind: str, path: Any, *, with_test: bool, image_size: Any = None,
-         num_classes: int | None = None, cache_dir: Any = None) -> Loaded:
-    """Decode (once per machine, into the cache) and memory-map every split of the dataset."""
+         num_classes: int | None = None, cache_dir: Any = None,
+         carve: tuple[str, Carve] | None = None) -> Loaded:
+    """Decode (once per machine, into the cache) and memory-map every split of the dataset.
+
+    `carve` = (key, fn): without a given val split, the training split is cut by fn's indices into
+    train and val, stored as two more cache entries named by `key` (e.g. the fraction and seed), so
+    trials map a carved split too instead of each copying it."""
     src = _source(kind, path, cache_dir, SPLITS if with_test else ("train", "val"))
     h, w = _check(src, image_size, num_classes)
     root = cache_root(cache_dir)
-    splits, stats = {}, {}
+    splits, entries = {}, {}
     for name, split in src.splits.items():
         key = hashlib.sha256(json.dumps([CACHE_VERSION, kind, split.digest, h, w, src.channels,
                                          list(src.classes)]).encode()).hexdigest()
-        entry = root / f"{kind}-{name}-{key[:24]}"
-        x, y, meta = _cached(entry, lambda s=split: _decode_split(src, s, h, w))
-        splits[name] = (x, y)
-        stats[name] = meta
-    mean, std = stats["train"]["mean"], stats["train"]["std"]
-    return Loaded(splits, tuple(mean), tuple(std), src.classes)
+        entries[name] = root / f"{kind}-{name}-{key[:24]}"
+        splits[name] = _cached(entries[name], lambda s=split: _decode_split(src, s, h, w))
+    mean, std = splits["train"][2]["mean"], splits["train"][2]["std"]
+    if carve is not None and "val" not in splits:
+        splits.update(_carved(entries["train"], splits["train"], *carve))
+    return Loaded({k: (x, y) for k, (x, y, _) in splits.items()}, tuple(mean), tuple(std),
+                  src.classes)
+
+
+def _carved(entry: Path, train: tuple[np.ndarray, np.ndarray, Any], key: str, fn: Carve
+            ) -> dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
+    """{"train": ..., "val": ...}: the cached training split cut by `fn`, each part its own entry."""
+    x, y, _ = train
+    cut: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def part(i: int) -> tuple[np.ndarray, np.ndarray]:
+        if not cut:
+            cut.append(fn(np.asarray(y)))
+        idx = cut[0][i]
+        return x[idx], y[idx]
+
+    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return {name: _cached(entry.with_name(f"{entry.name}-carve{tag}-{name}"), lambda i=i: part(i))
+            for i, name in enumerate(("train", "val"))}
 
 
 def _decode_split(src: _Source, split: _Split, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
