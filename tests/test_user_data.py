@@ -259,7 +259,8 @@ def test_train_on_an_image_folder_logs_class_names_and_digest(tmp_path, env) -> 
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     (exp,) = [e for e in client.search_experiments() if e.name == "mine"]
-    parent = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("tfkd.role") == "final"][0]
+    (parent,) = [r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get("tfkd.role") == "final"]
     assert json.loads(parent.data.params["dataset.class_names"]) == ["cat", "dog"]
     assert parent.data.params["dataset.shape"] == "3x8x8"
     facts = describe_dataset(data_cfg(dataset="imagefolder", data_dir=str(root),
@@ -391,3 +392,25 @@ def test_search_on_an_image_folder_trains_from_the_cache_and_logs_the_dataset(tm
     assert len(kids) == 2 and json.loads(parent.data.params["dataset.class_names"]) == ["cat", "dog"]
     assert parent.data.tags["tfkd.data_digest"] == describe_dataset(data_cfg(
         dataset="imagefolder", data_dir=str(root), cache_dir=str(cache))).digest
+
+
+def test_every_entry_point_makes_the_same_data_check(tmp_path, env) -> None:
+    """train, validate (a run config and a space), --dry-run and a real search all stop on the same
+    bad folder, with the same message, before anything starts."""
+    root = tmp_path / "d"
+    _bad_folder("mixed-sizes", root)
+    run = _run_cfg({"dataset": "imagefolder", "data_dir": str(root)})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(
+        {"name": "mine", "base": run, "search": {"params": {"loss.a": {"kind": "grid", "values": [0.9]}},
+                                                "scheduler": {"kind": "none"}}}))
+    storage = ["--storage", str(tmp_path / "runs")]
+    for args in (["train", "--config", str(tmp_path / "run.yaml"), *storage],
+                 ["validate", "--config", str(tmp_path / "run.yaml")],
+                 ["validate", str(tmp_path / "space.yaml")],
+                 ["--space", str(tmp_path / "space.yaml"), "--dry-run", *storage],
+                 ["--space", str(tmp_path / "space.yaml"), *storage]):
+        res = run_cli(args, env, timeout=120)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, (args, res.stderr)
+        assert "the images have 2 different sizes" in res.stderr and "set data.image_size" in res.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("search.json"))

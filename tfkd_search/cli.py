@@ -292,10 +292,10 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         check_local_gpus(args.gpus)
     # teacher and data before any folder or MLflow run exists: a bad input leaves nothing behind
     facts, data = preflight(cfg, source=args.config)
-    from .data import visible_gpu
-    from .userdata import memory_plan
-
     if args.gpus or cfg.device != "cpu":
+        from .data import visible_gpu
+        from .userdata import memory_plan
+
         check_fits(*memory_plan(facts.resident_bytes, 1, visible_gpu()),
                    fix="set data.image_size smaller or train on a GPU with more memory")
     prepare_out(out, seeds, args.resume)

@@ -29,9 +29,9 @@ from .overrides import (attribute, describe_changes, flatten, get_path, origin_o
                         parse_set, problems_header, render_value, set_path, with_overrides)
 from .registry import METHOD_REGISTRY, MODEL_NAMES, did_you_mean
 
-__all__ = ["NUM_CLASSES", "USER_DATASETS", "DATASET_NAMES", "METHODS", "TEACHER_METHODS", "RunConfig", "build_run_config",
-           "check_run_config", "config_to_dict", "load_run_config", "read_yaml", "attribute",
-           "describe_changes", "flatten", "get_path", "origin_of", "override_labels", "parse_set",
+__all__ = ["NUM_CLASSES", "USER_DATASETS", "DATASET_NAMES", "METHODS", "TEACHER_METHODS", "RunConfig",
+           "build_run_config", "check_run_config", "config_to_dict", "load_run_config", "read_yaml",
+           "attribute", "describe_changes", "flatten", "get_path", "origin_of", "override_labels", "parse_set",
            "render_value", "set_path", "with_overrides"]
 
 # Static facts about the datasets, kept here so configs validate without importing torch;

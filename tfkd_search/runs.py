@@ -156,7 +156,6 @@ def check_dataset(cfg: RunConfig, source: str = "config", prefix: str = "") -> A
     """The facts of `cfg`'s dataset (data.describe_dataset: every check of the data, no decoding),
     then the config checks that need its class count (imagefolder/npz: loss.a > 1/C)."""
     from .data import describe_dataset
-    from .errors import DataError
 
     try:
         facts = describe_dataset(cfg.data, with_test=cfg.evaluate_test)

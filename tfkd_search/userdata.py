@@ -145,7 +145,6 @@ def image_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
 class _Split:
     """One split as found on disk: its images' sources, labels and a digest of what they are."""
 
-    name: str
     labels: np.ndarray  # int64 (N,)
     digest: str
     files: tuple[str, ...] = ()  # imagefolder: absolute paths
@@ -154,7 +153,8 @@ class _Split:
 
 @dataclass(frozen=True)
 class _Source:
-    kind: str
+    """A dataset as found: its class names, splits, image sizes per split and channel count."""
+
     root: Path
     classes: tuple[str, ...]
     splits: dict[str, _Split]
@@ -245,10 +245,10 @@ def _folder_source(root: Path, cache_dir: Any, splits: Sequence[str]) -> _Source
                             f"{split}/")
         files = tuple(p for p, _ in pairs)
         labels = np.fromiter((lab for _, lab in pairs), dtype=np.int64, count=len(pairs))
-        out[split] = _Split(split, labels, _listing_digest(files, labels, classes, prefix), files)
+        out[split] = _Split(labels, _listing_digest(files, labels, classes, prefix), files)
     sizes = {s: _header_summary(sp, root, cache_dir) for s, sp in out.items()}
     grey = all(_GREY_MARK in sz for sz in sizes.values())
-    return _Source("imagefolder", root, tuple(classes), out,
+    return _Source(root, tuple(classes), out,
                    {s: {hw: v for hw, v in sz.items() if hw != _GREY_MARK} for s, sz in sizes.items()},
                    1 if grey else 3)
 
@@ -411,13 +411,13 @@ def _npz_source(path: Path, splits: Sequence[str]) -> _Source:
                             f"training has classes 0..{n_classes - 1}; every class needs training "
                             f"images")
     digest = _file_digest(path)
-    out = {s: _Split(s, y, hashlib.sha256(f"{digest}\n{s}".encode()).hexdigest(), npz_key=f"x_{s}")
+    out = {s: _Split(y, hashlib.sha256(f"{digest}\n{s}".encode()).hexdigest(), npz_key=f"x_{s}")
            for s, y in labels.items()}
     sizes = {s: {(heads[f"x_{s}"][0][1], heads[f"x_{s}"][0][2]): (len(y), f"{path}:x_{s}")}
              for s, y in labels.items()}
     grey = all(len(heads[f"x_{s}"][0]) == 3 or heads[f"x_{s}"][0][3] == 1 for s in labels)
     classes = names if names is not None else tuple(str(i) for i in range(n_classes))
-    return _Source("npz", path, classes, out, sizes, 1 if grey else 3)
+    return _Source(path, classes, out, sizes, 1 if grey else 3)
 
 
 # --------------------------------------------------------------------------------------------------
