@@ -128,3 +128,29 @@ def test_gpu_trust_script_rehearses_on_the_cpu(tmp_path) -> None:
     assert curves["config_id"].nunique() == 2 and sorted(curves["seed"].unique()) == [0, 1]
     assert len(curves) == 2 * 2 * 2 and curves["test_acc"].notna().all()
     assert (out / "curves.log").read_text().count("completed") == 4
+
+
+def test_imagefolder_load_benchmark_runs_on_fake_halves(tmp_path) -> None:
+    """benchmarks/imagefolder_load.py on two small fake halves: the folder and torchvision copies are
+    written, the four loads timed, the decoded pixels equal Pillow's, the table and JSON written."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _fake_npz(data / "cifar10_train_jpeg_a.npz", 4, seed=0)
+    _fake_npz(data / "cifar10_train_jpeg_b.npz", 4, seed=1)
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "imagefolder_load.py"), "--data",
+                        str(data), "--work", str(tmp_path / "work"), "--repeats", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, env=dict(
+                           cli_env(), XDG_CACHE_HOME=str(tmp_path / "xdg")))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "built-in cifar10 loader" in r.stdout and "targets: cached load" in r.stdout
+    result = json.loads(out.read_text())
+    assert result["images"] == 80 and result["train"] == 72 and result["val"] == 8
+    assert [row["what"].split(",")[0] for row in result["rows"]] == [
+        "plain Pillow loop (one thread)", "imagefolder", "imagefolder", "built-in cifar10 loader (median)"]
+    assert all(row["seconds"] > 0 for row in result["rows"])
+    assert result["checks"]["same_pixels_as_pillow"] is True
+    assert len(list((tmp_path / "work" / "imagefolder" / "train").glob("*/*.jpg"))) == 80
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "imagefolder_load.py"), "--data",
+                          str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "cifar10_train_jpeg_a.npz" in bad.stderr

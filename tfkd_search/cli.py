@@ -210,6 +210,13 @@ def _dispatch(cmd: str, args: argparse.Namespace) -> int:
     raise AssertionError(cmd)
 
 
+def describe_user_data(cfg: object, source: str, prefix: str = "") -> object:
+    """The checked facts of an imagefolder/npz dataset (relative paths from here), no decoding."""
+    from .runs import check_dataset, resolve_paths
+
+    return check_dataset(resolve_paths(cfg), source, prefix)
+
+
 def _ray_options(args: argparse.Namespace) -> object:
     from .search import RayOptions
 
@@ -218,6 +225,7 @@ def _ray_options(args: argparse.Namespace) -> object:
 
 
 def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    from .config import USER_DATASETS
     from .spaces import describe, load_space
 
     if args.gpus < 0:
@@ -231,14 +239,28 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
     # the dry run checks exactly what the real run checks before it starts Ray
     preflight(args.address, args.gpus, args.mlflow_uri)
+    facts = gpu = None
     if not args.address:
         # Everything runs on this machine: check the base config's teacher checkpoint and dataset
-        # now, not in every trial (on a cluster those files live on the worker nodes).
-        from .runs import preflight as check_inputs, resolve_paths
+        # now, not in every trial (on a cluster those files live on the worker nodes). The real
+        # search decodes your own images into the cache here, once, before any trial starts.
+        from .data import visible_gpu
+        from .runs import check_fits, preflight as check_inputs, resolve_paths
+        from .spaces import dataset_memory
 
-        check_inputs(resolve_paths(space.base), source=args.space, prefix="base.")
+        base = resolve_paths(space.base)
+        user = base.data.dataset in USER_DATASETS
+        facts, _ = check_inputs(base, source=args.space, prefix="base.",
+                                load=not (args.dry_run and user))
+        if user:  # the searched values that depend on the class count (loss.a > 1/C)
+            space = load_space(args.space, overrides, labels=FLAG_LABELS,
+                               num_classes=facts.num_classes)
+        gpu = visible_gpu() if args.gpus else None
+        check_fits(*dataset_memory(space, args.gpus, facts, gpu),
+                   fix="set base.data.image_size smaller, put fewer trials on a GPU "
+                   "(search.resources.gpu) or pack them (search.resources.pack: true: one copy per GPU)")
     if args.dry_run:
-        print(describe(space, gpus=args.gpus, cpus=os.cpu_count()))
+        print(describe(space, gpus=args.gpus, cpus=os.cpu_count(), facts=facts, gpu=gpu))
         print("dry run: every check passed; nothing started")
         return 0
     if not args.debug:  # a failed trial is reported once by the search (and kept in trials.parquet,
@@ -258,7 +280,7 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         outcome = run_search(space, gpus=args.gpus, ray_options=_ray_options(args),
                              storage=args.storage, name=args.name, resume=args.resume,
                              mlflow_uri=args.mlflow_uri, results_dir=args.results_dir,
-                             printer=_printer)
+                             printer=_printer, dataset=facts)
     finally:
         shutdown()
     trials = outcome.trials
@@ -273,7 +295,7 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
 def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     from .config import load_run_config
-    from .runs import preflight, prepare_out, resolve_paths, seeds_for, train_seeds
+    from .runs import check_fits, preflight, prepare_out, resolve_paths, seeds_for, train_seeds
 
     if args.data_dir:
         overrides["data.data_dir"] = os.path.abspath(args.data_dir)
@@ -294,7 +316,13 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
         check_local_gpus(args.gpus)
     # teacher and data before any folder or MLflow run exists: a bad input leaves nothing behind
-    data = preflight(cfg, source=args.config)
+    facts, data = preflight(cfg, source=args.config)
+    if args.gpus or cfg.device != "cpu":
+        from .data import visible_gpu
+        from .userdata import memory_plan
+
+        check_fits(*memory_plan(facts.resident_bytes, 1, visible_gpu()),
+                   fix="set data.image_size smaller or train on a GPU with more memory")
     prepare_out(out, seeds, args.resume)
     tracker = None
     if uri is not None:
@@ -306,7 +334,7 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
           f"{cfg.schedule.trained_epochs} epochs, seeds {seeds}; run folder {out}", flush=True)
     results = train_seeds(cfg, seeds, out, resume=args.resume, gpus=args.gpus, tracker=tracker,
                           printer=_printer, data=data, progress=sys.stderr.isatty(),
-                          ray_options=_ray_options(args))
+                          ray_options=_ray_options(args), facts=facts)
     if args.gpus:
         from .search import shutdown
 
@@ -356,18 +384,27 @@ def _final(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    from .config import USER_DATASETS
+
     if args.config:
         from .config import load_run_config
 
         cfg = load_run_config(args.config, overrides)
+        facts = describe_user_data(cfg, args.config) if cfg.data.dataset in USER_DATASETS else None
         print(f"{args.config}: valid run config ({cfg.method} on {cfg.data.dataset}, {cfg.model})")
+        if facts is not None:
+            print(f"  dataset: {facts.summary()}")
         return 0
     if not args.space:
         raise ConfigError("validate: pass a search-space file (or --config RUN.yaml)")
     from .spaces import describe, load_space
 
     space = load_space(args.space, overrides)
-    print(describe(space, cpus=os.cpu_count()))
+    facts = None
+    if space.base.data.dataset in USER_DATASETS:  # your own data is checked here too (cheaply)
+        facts = describe_user_data(space.base, args.space, "base.")
+        space = load_space(args.space, overrides, num_classes=facts.num_classes)
+    print(describe(space, cpus=os.cpu_count(), facts=facts))
     print(f"{args.space}: valid")
     return 0
 

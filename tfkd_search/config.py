@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .errors import NO_VALUE, ConfigError, Problem
 from .overrides import (attribute, describe_changes, flatten, get_path, origin_of, override_labels,
                         parse_set, problems_header, render_value, set_path, with_overrides)
 from .registry import METHOD_REGISTRY, MODEL_NAMES, did_you_mean
 
-__all__ = ["NUM_CLASSES", "METHODS", "TEACHER_METHODS", "RunConfig", "build_run_config",
-           "check_run_config", "config_to_dict", "load_run_config", "read_yaml", "attribute",
-           "describe_changes", "flatten", "get_path", "origin_of", "override_labels", "parse_set",
+__all__ = ["NUM_CLASSES", "USER_DATASETS", "DATASET_NAMES", "METHODS", "TEACHER_METHODS", "RunConfig",
+           "build_run_config", "check_run_config", "config_to_dict", "load_run_config", "read_yaml",
+           "attribute", "describe_changes", "flatten", "get_path", "origin_of", "override_labels", "parse_set",
            "render_value", "set_path", "with_overrides"]
 
 # Static facts about the datasets, kept here so configs validate without importing torch;
@@ -38,6 +39,9 @@ __all__ = ["NUM_CLASSES", "METHODS", "TEACHER_METHODS", "RunConfig", "build_run_
 NUM_CLASSES: dict[str, int] = {
     "cifar10": 10, "cifar100": 100, "tiny-imagenet": 200, "digits": 10, "synthetic": 10,
 }
+# Your own data (tfkd_search.userdata): the class count comes from the data itself.
+USER_DATASETS: tuple[str, ...] = ("imagefolder", "npz")
+DATASET_NAMES: tuple[str, ...] = (*NUM_CLASSES, *USER_DATASETS)
 # derived from the method table (registry.METHOD_REGISTRY), in registration order
 METHODS: tuple[str, ...] = tuple(METHOD_REGISTRY)
 TEACHER_METHODS: tuple[str, ...] = tuple(n for n, m in METHOD_REGISTRY.items() if m.needs_teacher)
@@ -60,8 +64,10 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    dataset: str = Field("digits", description="cifar10 | cifar100 | tiny-imagenet | digits | synthetic")
-    data_dir: str | None = Field(None, description="folder holding the dataset (default ./data)")
+    dataset: str = Field("digits", description="cifar10 | cifar100 | tiny-imagenet | digits | synthetic "
+                         "| imagefolder | npz")
+    data_dir: str | None = Field(None, description="folder holding the dataset (default ./data); "
+                                 "npz: the .npz file")
     download: bool = Field(False, description="download CIFAR when missing (needs network)")
     val_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of train held out for val")
     split_seed: int = Field(0, description="seed of the train/val split (fixed across trials)")
@@ -69,14 +75,47 @@ class DataConfig(Strict):
     crop_padding: int | None = Field(None, ge=0, description="random-crop padding; null = dataset default")
     flip: bool | None = Field(None, description="random horizontal flip; null = dataset default")
     synthetic_size: int = Field(1024, ge=16, description="training images of the synthetic dataset")
+    image_size: int | tuple[int, int] | None = Field(
+        None, description="imagefolder/npz: resize to this side (or [height, width]) once, when "
+        "decoding; null: the images' own size (they must all agree)")
+    num_classes: int | None = Field(None, ge=2, description="imagefolder/npz: the class count the "
+                                    "data must have (checked); null: read from the data")
+    cache_dir: str | None = Field(None, description="imagefolder/npz: folder of the decoded-image "
+                                  "cache (null: $XDG_CACHE_HOME/tfkd-search or ~/.cache/tfkd-search)")
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        if v not in NUM_CLASSES:
-            raise ValueError(f"unknown dataset {v!r}.{did_you_mean(v, NUM_CLASSES)} "
-                             f"Available: {', '.join(NUM_CLASSES)}")
+        if v not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset {v!r}.{did_you_mean(v, DATASET_NAMES)} "
+                             f"Available: {', '.join(DATASET_NAMES)}")
         return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        sides = (v,) if isinstance(v, int) else (v or ())
+        if any(s < 1 for s in sides):
+            raise ValueError("image sizes must be >= 1 pixel: a side (32) or [height, width]")
+        return v
+
+    @model_validator(mode="after")
+    def _user_keys(self) -> DataConfig:
+        if self.dataset in USER_DATASETS:
+            return self
+        problems = [(k, f"applies to imagefolder and npz only, not {self.dataset}; remove it",
+                     getattr(self, k)) for k in ("image_size", "num_classes", "cache_dir")
+                    if getattr(self, k) is not None]
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    def known_classes(self, context: Any = None) -> int | None:
+        """The class count known without reading the data: a built-in's, `num_classes`, or the
+        count the caller read from the data (validation context {"num_classes": C}); else None."""
+        if self.dataset in NUM_CLASSES:
+            return NUM_CLASSES[self.dataset]
+        return self.num_classes or (context or {}).get("num_classes")
 
 
 class LossConfig(Strict):
@@ -168,11 +207,12 @@ class RunConfig(Strict):
         return _check_model_name(v)
 
     @model_validator(mode="after")
-    def _coherent(self) -> RunConfig:
-        c = NUM_CLASSES[self.data.dataset]
+    def _coherent(self, info: ValidationInfo) -> RunConfig:
+        c = self.data.known_classes(info.context)
         m = METHOD_REGISTRY.get(self.method)
         problems: list[tuple[str, str, Any]] = []
-        if m.manual_teacher and not self.loss.a > 1.0 / c:
+        # imagefolder/npz: checked once the data's class count is known (runs.check_dataset)
+        if c is not None and m.manual_teacher and not self.loss.a > 1.0 / c:
             problems.append(("loss.a", f"loss.a must be in (1/C, 1] = ({1.0 / c:.4g}, 1] for "
                              f"{self.data.dataset} (C={c}) with method {self.method!r}", self.loss.a))
         if m.needs_teacher and self.teacher is None:
@@ -190,7 +230,13 @@ class RunConfig(Strict):
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES[self.data.dataset]
+        """The dataset's class count (imagefolder/npz: read from the data, `data.describe_dataset`)."""
+        known = self.data.known_classes()
+        if known is not None:
+            return known
+        from .data import describe_dataset
+
+        return describe_dataset(self.data).num_classes
 
 
 def _check_model_name(v: str) -> str:
@@ -365,23 +411,28 @@ def _path_hint(p: Path, folder: bool = False) -> str:
     return f". Did you mean {parent / near[0]}?" if near else ""
 
 
-def check_run_config(raw: Mapping[str, Any], source: str = "config", prefix: str = ""
-                     ) -> tuple[RunConfig | None, list[Problem]]:
-    """Validate a raw mapping: (the config, []) or (None, every problem)."""
+def check_run_config(raw: Mapping[str, Any], source: str = "config", prefix: str = "",
+                     num_classes: int | None = None) -> tuple[RunConfig | None, list[Problem]]:
+    """Validate a raw mapping: (the config, []) or (None, every problem).
+
+    `num_classes`: the class count read from an imagefolder/npz dataset, for the checks that
+    depend on it (loss.a > 1/C); without it those checks wait until the data is known."""
     try:
-        return RunConfig.model_validate(raw), []
+        return RunConfig.model_validate(raw, context={"num_classes": num_classes}), []
     except ValidationError as err:
         return None, validation_problems(err, source, prefix)
 
 
 def build_run_config(raw: Mapping[str, Any], source: str = "config", prefix: str = "",
-                     overrides: Mapping[str, str] | None = None) -> RunConfig:
+                     overrides: Mapping[str, str] | None = None,
+                     num_classes: int | None = None) -> RunConfig:
     """Validate a raw mapping into a RunConfig, or raise one ConfigError listing every problem.
 
     `overrides` maps the dotted paths (below `prefix`) that overrides set to a label such as
     "--set loss.tau=-2" (see override_labels): problems at those paths name it instead of `source`.
+    `num_classes`: as for check_run_config.
     """
-    cfg, problems = check_run_config(raw, source, prefix)
+    cfg, problems = check_run_config(raw, source, prefix, num_classes)
     if cfg is None:
         problems = attribute(problems, overrides or {})
         raise ConfigError(problems=problems, header=problems_header("invalid run config", source, problems))
@@ -389,7 +440,8 @@ def build_run_config(raw: Mapping[str, Any], source: str = "config", prefix: str
 
 
 def load_run_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None,
-                    *, labels: Mapping[str, str] | None = None) -> RunConfig:
+                    *, labels: Mapping[str, str] | None = None,
+                    num_classes: int | None = None) -> RunConfig:
     """Read, override and validate a run config file.
 
     `overrides` are `--set` values (dotted key -> value). A problem caused by one says so
@@ -399,7 +451,7 @@ def load_run_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] |
     raw = read_yaml(path)
     overrides = dict(overrides or {})
     return build_run_config(with_overrides(raw, overrides), source=str(path),
-                            overrides=override_labels(overrides, labels))
+                            overrides=override_labels(overrides, labels), num_classes=num_classes)
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

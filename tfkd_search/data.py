@@ -11,6 +11,11 @@ Datasets:
   cached as ``.npz`` files inside the dataset folder.
 * ``digits`` -- scikit-learn's bundled 8x8 digits (no download, no ``--data-dir``).
 * ``synthetic`` -- a small deterministic, learnable, generated dataset for tests and smoke runs.
+* ``imagefolder`` / ``npz`` -- your own images (`tfkd_search.userdata`, docs/datasets.md): decoded once
+  per machine into a memory-mapped cache; class count, image size and normalisation come from the data.
+
+`describe_dataset` gives the facts of any of them (classes, channels, size, split sizes, digest,
+resident bytes) without loading it: what the plan, the config checks and the model check use.
 """
 
 from __future__ import annotations
@@ -24,22 +29,28 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import userdata
 from .errors import ConfigError, DataError
 from .registry import did_you_mean
+from .userdata import USER_DATASETS, DatasetFacts
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "DATASETS",
     "DataSplits",
+    "DatasetFacts",
     "DatasetInfo",
     "dataset_info",
+    "describe_dataset",
     "load_splits",
+    "visible_gpu",
 ]
 
 
@@ -55,7 +66,7 @@ class DatasetInfo:
     name: str
     num_classes: int
     in_channels: int
-    image_size: int
+    image_size: int  # the side of the square built-ins; the height for imagefolder/npz
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_padding: int  # default random-crop zero padding for training batches
@@ -81,6 +92,40 @@ DATASETS: dict[str, DatasetInfo] = {
         "synthetic", 10, 3, 16, (0.4966, 0.5068, 0.5050), (0.2337, 0.2382, 0.2368), 2, True
     ),
 }
+
+
+# Official split sizes (train, test) of the built-in datasets, for plans made without loading them.
+_NOMINAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
+                  "tiny-imagenet": (100_000, 10_000), "digits": (1_438, 359)}
+
+
+def describe_dataset(data_cfg: Any, *, with_test: bool = False) -> DatasetFacts:
+    """The facts of the dataset a `DataConfig` names, without decoding it.
+
+    imagefolder/npz: read from the file listing, the image headers and the labels (remembered per
+    listing digest in the cache folder), with every check of docs/datasets.md (DataError naming the
+    folder, file or key). Built-in datasets: their static description and official sizes.
+    """
+    d = data_cfg
+    if d.dataset in USER_DATASETS:
+        return userdata.describe(d.dataset, d.data_dir, val_fraction=d.val_fraction,
+                                 with_test=with_test, image_size=d.image_size,
+                                 num_classes=d.num_classes, cache_dir=d.cache_dir)
+    info = dataset_info(d.dataset)
+    n, n_test = _NOMINAL_SIZES.get(d.dataset, (d.synthetic_size, max(1, d.synthetic_size // 4)))
+    n_val = userdata.carved(n, d.val_fraction)
+    return DatasetFacts(info.name, None, info.num_classes, info.in_channels, info.image_size,
+                        info.image_size, n - n_val, n_val, n_test if with_test else 0, (), None,
+                        "carved" if n_val else "none", nominal=d.dataset != "synthetic")
+
+
+def visible_gpu() -> tuple[str, int] | None:
+    """(name, free bytes) of the current CUDA device when one is visible here, else None (what the
+    plan compares the resident dataset with)."""
+    if not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    return torch.cuda.get_device_name(), int(free)
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -121,6 +166,9 @@ def load_splits(
     with_test: bool = False,
     download: bool = False,
     synthetic_size: int = 1024,
+    image_size: int | tuple[int, int] | None = None,
+    num_classes: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> DataSplits:
     """Load dataset `name` and carve a validation split off its training set.
 
@@ -133,7 +181,15 @@ def load_splits(
     ``tiny-imagenet-200/`` (pointing at one of those folders itself works too); it is ignored for
     ``digits`` and ``synthetic``. ``download=True`` fetches CIFAR when missing; Tiny-ImageNet has no
     download (DataError explains where to get it when it is missing).
+
+    ``imagefolder`` / ``npz``: `data_dir` is the folder / the .npz file; `image_size`, `num_classes`
+    and `cache_dir` are the `data.*` keys of the same names (see `tfkd_search.userdata`). A given val
+    split is used as it is (`val_fraction` carves one only when there is none).
     """
+    if name in USER_DATASETS:
+        return _load_user(name, data_dir, val_fraction=val_fraction, split_seed=split_seed,
+                          with_test=with_test, image_size=image_size, num_classes=num_classes,
+                          cache_dir=cache_dir)
     info = dataset_info(name)  # the values themselves were validated once, by the run config
 
     test_x = test_y = None
@@ -152,11 +208,42 @@ def load_splits(
 
     val_x = val_y = None
     if val_fraction > 0:
-        train_idx, val_idx = _stratified_split(train_y, float(val_fraction), split_seed)
-        val_x, val_y = train_x[val_idx], train_y[val_idx]
-        train_x, train_y = train_x[train_idx], train_y[train_idx]
+        train_x, train_y, val_x, val_y = _carve(train_x, train_y, val_fraction, split_seed)
 
     return DataSplits(info, train_x, train_y, val_x, val_y, test_x, test_y)
+
+
+def _carve(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int):
+    """(train_x, train_y, val_x, val_y): the seeded, stratified validation split carved from x, y."""
+    train_idx, val_idx = _stratified_split(y, float(fraction), seed)
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def _load_user(name: str, data_dir, *, val_fraction: float, split_seed: int, with_test: bool,
+               image_size, num_classes: int | None, cache_dir) -> DataSplits:
+    """imagefolder/npz splits as tensors over the memory-mapped cache (a carved validation split is
+    cached too: no split is copied into a trial's RAM)."""
+    def carve(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep, held = _stratified_split(torch.from_numpy(y), float(val_fraction), split_seed)
+        return keep.numpy(), held.numpy()
+
+    loaded = userdata.load(name, data_dir, with_test=with_test, image_size=image_size,
+                           num_classes=num_classes, cache_dir=cache_dir,
+                           carve=(f"{val_fraction!r}/{split_seed}", carve) if val_fraction > 0 else None)
+    t = {k: (torch.from_numpy(x), torch.from_numpy(y)) for k, (x, y) in loaded.splits.items()}
+    train_x, train_y = t["train"]
+    _, c, h, w = train_x.shape
+    info = DatasetInfo(name, len(loaded.class_names), int(c), int(h), loaded.mean, loaded.std,
+                       user_crop_padding(int(h), int(w)), True)
+    val_x, val_y = t.get("val", (None, None))
+    test_x, test_y = t.get("test", (None, None)) if with_test else (None, None)
+    return DataSplits(info, train_x, train_y, val_x, val_y, test_x, test_y)
+
+
+def user_crop_padding(height: int, width: int) -> int:
+    """Default random-crop padding of imagefolder/npz images: 1/8 of the shorter side (CIFAR's 4 at
+    32 px, Tiny-ImageNet's 8 at 64 px), at least 1."""
+    return max(1, round(min(height, width) / 8))
 
 
 def _stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

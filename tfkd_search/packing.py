@@ -272,7 +272,7 @@ class TrialHost:
         """The trial's dataset, loaded once per host and kept on the device (read-only, shared)."""
         d = cfg.data
         key = (d.dataset, str(d.data_dir), d.val_fraction, d.split_seed, cfg.evaluate_test,
-               d.synthetic_size)
+               d.synthetic_size, d.image_size, d.num_classes, d.cache_dir)
         if key not in self._data:
             s = data if data is not None else load_run_data(cfg)
             moved = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v)

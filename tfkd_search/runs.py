@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import TEACHER_METHODS, RunConfig, build_run_config, config_to_dict
+from .config import TEACHER_METHODS, USER_DATASETS, RunConfig, build_run_config, config_to_dict
 from .overrides import flatten
-from .errors import ConfigError, EnvironmentProblem
+from .errors import ConfigError, DataError, EnvironmentProblem
 from .io import (atomic_torch_save, atomic_write_json, atomic_write_parquet, ensure_writable_dir,
                  load_checkpoint)
 
@@ -136,45 +136,70 @@ def prepare_out(out: Path, seeds: list[int], resume: bool) -> None:
                                  f"writable --out or --storage") from None
 
 
-def check_teacher(cfg: RunConfig, source: str = "config", prefix: str = "") -> None:
+def check_teacher(cfg: RunConfig, in_channels: int, source: str = "config", prefix: str = "") -> None:
     """Load the teacher checkpoint of a kd/tfkd_self config on the CPU: a missing, truncated or
     mismatched (architecture, class count, channels) file fails here, before any run starts."""
     if cfg.method not in TEACHER_METHODS or cfg.teacher is None:
         return
     import torch
 
-    from .data import dataset_info
     from .errors import CheckpointError
     from .trainer import load_teacher
 
     try:
-        load_teacher(cfg, dataset_info(cfg.data.dataset).in_channels, torch.device("cpu"))
+        load_teacher(cfg, in_channels, torch.device("cpu"))
     except CheckpointError as err:
         raise CheckpointError(f"{source}: {prefix}teacher.checkpoint: {err}") from None
 
 
-def preflight(cfg: RunConfig, source: str = "config", prefix: str = "") -> Any:
-    """Check the teacher and load the data of `cfg` before any folder or MLflow run is made, so
-    that a bad checkpoint or a missing dataset fails in seconds and leaves nothing behind.
-    Returns the loaded DataSplits (train() can reuse them)."""
+def check_dataset(cfg: RunConfig, source: str = "config", prefix: str = "") -> Any:
+    """The facts of `cfg`'s dataset (data.describe_dataset: every check of the data, no decoding),
+    then the config checks that need its class count (imagefolder/npz: loss.a > 1/C)."""
+    from .data import describe_dataset
+
+    try:
+        facts = describe_dataset(cfg.data, with_test=cfg.evaluate_test)
+    except DataError as err:
+        raise DataError(f"{source}: {prefix}data: {err}") from None
+    if cfg.data.dataset in USER_DATASETS:
+        build_run_config(config_to_dict(cfg), source, prefix.rstrip("."),
+                         num_classes=facts.num_classes)
+    return facts
+
+
+def check_fits(line: str, fits: bool, fix: str) -> None:
+    """A dataset too large for the GPU's memory is an error before anything starts."""
+    if not fits:
+        raise DataError(f"the resident dataset does not fit the GPU: {line}; {fix}")
+
+
+def preflight(cfg: RunConfig, source: str = "config", prefix: str = "", load: bool = True
+              ) -> tuple[Any, Any]:
+    """Check the dataset and the teacher and load the data of `cfg` before any folder or MLflow run
+    is made, so that bad data, a bad checkpoint or a missing dataset fails in seconds and leaves
+    nothing behind. Returns (DatasetFacts, the loaded DataSplits or None without `load`; train()
+    can reuse them). Loading an imagefolder/npz dataset decodes it into the cache once."""
     from .trainer import load_run_data
 
-    check_teacher(cfg, source, prefix)
-    return load_run_data(cfg)
+    facts = check_dataset(cfg, source, prefix)
+    check_teacher(cfg, facts.channels, source, prefix)
+    return facts, (load_run_data(cfg) if load else None)
 
 
 def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gpus: float,
                 tracker: Any | None, printer: Printer, data: Any = None, progress: bool = False,
-                ray_options: Any = None) -> list[Any]:
+                ray_options: Any = None, facts: Any = None) -> list[Any]:
     """Train one run per seed (sequentially, or in parallel through Ray when `gpus` > 0).
 
-    `data`: the splits preflight() loaded (shared by the sequential seeds: the split does not
-    depend on the seed)."""
+    `data`, `facts`: the splits and the dataset's facts preflight() returned (the splits are shared
+    by the sequential seeds: the split does not depend on the seed; the facts go to MLflow)."""
     parent = None
     if tracker is not None:
         parent = tracker.start_parent(f"train:{out.resolve()}", f"train-{cfg.name}",
                                       tags={"tfkd.role": "final"})
         tracker.log_params(parent, {k: v for k, v in flatten(config_to_dict(cfg)).items()})
+        if facts is not None:
+            tracker.log_dataset(parent, facts)
     cfgs = {s: cfg.model_copy(update={"seed": s}) for s in seeds}
     results: list[Any] = []
     if gpus and len(seeds) > 1:

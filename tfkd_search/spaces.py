@@ -283,13 +283,14 @@ def _part(model: Any, raw: Any) -> Any:
 
 
 def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None, *,
-               labels: Mapping[str, str] | None = None) -> Space:
+               labels: Mapping[str, str] | None = None, num_classes: int | None = None) -> Space:
     """Load, validate and corner-check a search-space file; raises one ConfigError with every problem.
 
     `overrides` are `--set` values: keys starting with base./search./export./name apply to the file,
     any other key (e.g. `loss.tau`) to the base run config. A problem with a value an override
     supplied names the override ("--set loss.tau=-2: base.loss.tau: ..."), not the file; `labels`
-    may name another origin for a key (e.g. {"base.data.data_dir": "--data-dir"}).
+    may name another origin for a key (e.g. {"base.data.data_dir": "--data-dir"}). `num_classes` is
+    the class count read from an imagefolder/npz dataset (see config.check_run_config).
     """
     source = str(path)
     raw = read_yaml(path)
@@ -309,7 +310,8 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
     base_raw = raw.get("base")
     base_seen: set[tuple[str, str]] = set()
     if isinstance(base_raw, dict):
-        base, base_problems = check_run_config(base_raw, source, prefix="base")
+        base, base_problems = check_run_config(base_raw, source, prefix="base",
+                                               num_classes=num_classes)
         problems += base_problems
         base_seen = {(p.path, p.message) for p in base_problems}
 
@@ -338,7 +340,8 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
             continue
         typed = []
         for value in _corners(dist):
-            cfg, corner = check_run_config(with_overrides(base_raw, {key: value}), source)
+            cfg, corner = check_run_config(with_overrides(base_raw, {key: value}), source,
+                                           num_classes=num_classes)
             # the base's own problems are reported once, above; only what this value adds counts
             new = [p for p in corner if (p.under("base").path, p.message) not in base_seen]
             for p in new:
@@ -416,8 +419,12 @@ def grid_points(space: Space) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def describe(space: Space, gpus: float = 0, cpus: float | None = None) -> str:
-    """Human-readable plan of a search (`--dry-run`, `validate`)."""
+def describe(space: Space, gpus: float = 0, cpus: float | None = None, facts: Any = None,
+             gpu: tuple[str, int] | None = None) -> str:
+    """Human-readable plan of a search (`--dry-run`, `validate`).
+
+    `facts` (data.DatasetFacts) adds the dataset and its resident memory per trial and per GPU,
+    compared with `gpu` = (name, free bytes) when a GPU is visible (data.visible_gpu)."""
     s = space.spec.search
     b = space.base
     method = METHOD_REGISTRY.get(b.method)
@@ -455,6 +462,9 @@ def describe(space: Space, gpus: float = 0, cpus: float | None = None) -> str:
     if conc:
         lines.append(f"  concurrent trials: {conc} ({'GPUs' if gpus else 'CPUs'}: "
                      f"{gpus if gpus else cpus:g})")
+    if facts is not None:
+        lines.append(f"  dataset: {facts.summary()}")
+        lines.append(f"  resident dataset: {dataset_memory(space, gpus, facts, gpu)[0]}")
     return "\n".join(lines)
 
 
@@ -474,6 +484,29 @@ def _finalists_plan(space: Space) -> list[str]:
     if f.seeds < 3:
         lines.append(f"    note: {f.seeds} seed(s) give no confidence interval (3 or more do)")
     return lines
+
+
+def dataset_copies(space: Space, gpus: float) -> int:
+    """Copies of the resident dataset one GPU holds: one per host process when its trials are
+    packed (they share it), else one per trial on that GPU."""
+    share = space.spec.search.resources.gpu
+    if not gpus or share <= 0 or packs(space, share):
+        return 1
+    return int(round(1 / share))
+
+
+def dataset_memory(space: Space, gpus: float, facts: Any, gpu: tuple[str, int] | None
+                   ) -> tuple[str, bool]:
+    """(plan line, fits) of the dataset's resident memory: on each GPU, or per trial on the CPU."""
+    from .userdata import human_bytes, memory_plan
+
+    if not gpus:
+        return f"{human_bytes(facts.resident_bytes)} per trial, in host memory (CPU trials)", True
+    copies = dataset_copies(space, gpus)
+    line, fits = memory_plan(facts.resident_bytes, copies, gpu)
+    how = ("the trials of a GPU share one copy (packed)" if copies == 1 and
+           space.spec.search.resources.gpu < 1 else f"{copies} trial(s) per GPU, one copy each")
+    return f"{line}; {how}", fits
 
 
 def packs(space: Space, gpu_share: float) -> bool:

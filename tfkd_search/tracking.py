@@ -8,6 +8,7 @@ which keeps SQLite stores safe and makes resumed searches reuse their runs inste
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import socket
@@ -151,6 +152,15 @@ class Tracker:
         from mlflow.entities import RunTag
 
         self.client.log_batch(run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
+
+    def log_dataset(self, run_id: str, facts: Any) -> None:
+        """The dataset a run trained on (data.DatasetFacts): class names and shape as params, its
+        digest (file list + sizes + mtimes, or the npz bytes' hash) as the `tfkd.data_digest` tag."""
+        self.log_params(run_id, {"dataset.num_classes": facts.num_classes,
+                                 "dataset.class_names": json.dumps(list(facts.class_names)),
+                                 "dataset.shape": f"{facts.channels}x{facts.height}x{facts.width}",
+                                 "dataset.n_train": facts.n_train, "dataset.n_val": facts.n_val})
+        self.set_tags(run_id, {"tfkd.data_digest": facts.digest or f"built-in {facts.dataset}"})
 
     def log_artifact(self, run_id: str, path: str | os.PathLike[str], subdir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), subdir)

@@ -101,7 +101,8 @@ def load_run_data(cfg: RunConfig) -> DataSplits:
     d = cfg.data
     return load_splits(d.dataset, d.data_dir, val_fraction=d.val_fraction, split_seed=d.split_seed,
                        with_test=cfg.evaluate_test, download=d.download,
-                       synthetic_size=d.synthetic_size)
+                       synthetic_size=d.synthetic_size, image_size=d.image_size,
+                       num_classes=d.num_classes, cache_dir=d.cache_dir)
 
 
 def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.Module:

@@ -62,8 +62,9 @@ def halving_of(space: Space) -> Halving | None:
 def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOptions(),
                storage: str = "./tfkd_runs", name: str | None = None, resume: bool = False,
                mlflow_uri: str | None = None, results_dir: str | None = None,
-               printer: Printer = print) -> SearchOutcome:
-    """Run (or resume) a search and export its best configs."""
+               printer: Printer = print, dataset: Any = None) -> SearchOutcome:
+    """Run (or resume) a search and export its best configs. `dataset`: the base config's
+    data.DatasetFacts when the driver checked them (logged to the parent MLflow run)."""
     address = ray_options.address
     preflight(address, gpus, mlflow_uri)
     if not address:  # embedded Ray on loopback only: must be set before Ray is imported
@@ -114,6 +115,8 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
     tracker.set_tags(parent_id, {"tfkd.git": git_revision() or "none",
                                  "tfkd.versions": json.dumps(package_versions()),
                                  "tfkd.cluster": json.dumps(ray.cluster_resources())})
+    if dataset is not None:
+        tracker.log_dataset(parent_id, dataset)
     tracker.log_artifact(parent_id, folder.space_path)
     orphans = tracker.close_orphans() if resume else 0
     if orphans:

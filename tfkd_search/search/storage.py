@@ -97,6 +97,8 @@ def resolve_paths(base: dict[str, Any]) -> dict[str, Any]:
     """Relative paths are relative to where the user runs the command, not to a trial's folder."""
     data = base.setdefault("data", {})
     data["data_dir"] = os.path.abspath(data.get("data_dir") or "data")
+    if data.get("cache_dir"):
+        data["cache_dir"] = os.path.abspath(os.path.expanduser(data["cache_dir"]))
     teacher = base.get("teacher")
     if teacher and teacher.get("checkpoint") and not is_uri(teacher["checkpoint"]):
         teacher["checkpoint"] = os.path.abspath(teacher["checkpoint"])
