@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
@@ -49,6 +49,7 @@ from .config import (ConfigError, FieldProblems, RunConfig, Strict, attribute, b
                      check_run_config, config_to_dict, flatten, get_path, override_labels, read_yaml,
                      set_path, validation_problems, with_overrides)
 from .errors import Problem
+from .modelref import model_label
 from .registry import METHOD_REGISTRY, did_you_mean
 
 
@@ -223,6 +224,24 @@ def _valid_paths() -> list[str]:
     return sorted([*paths, "teacher.checkpoint", "teacher.model"])
 
 
+def _model_argument_problem(key: str, base_raw: Any) -> str | None:
+    """Why `key` cannot be searched as a keyword argument of the base's model reference
+    (`model.<argument>`), or None when it can (or is no such key)."""
+    if not key.startswith("model."):
+        return None
+    model = base_raw.get("model") if isinstance(base_raw, Mapping) else None
+    argument = key.removeprefix("model.")
+    if not isinstance(model, Mapping):
+        return (f"{key} is a keyword argument of a model reference, but base.model is "
+                f"{model if model is not None else 'tiny_cnn'!r}, which takes none; write base.model as "
+                f"{{_target_: 'package.module:callable', {argument}: ...}} (or timm:/torchvision: "
+                f"as its _target_)")
+    if not argument.isidentifier() or argument.startswith("_"):
+        return (f"{argument!r} is not a keyword argument name; search model.<argument> with a "
+                f"Python identifier, e.g. model.drop_rate")
+    return None
+
+
 def _override_target(key: str) -> str:
     """Where a `--set` key applies: the space file (base./search./export./name...) or the base."""
     return key if key.split(".", 1)[0] in SearchSpace.model_fields else f"base.{key}"
@@ -292,7 +311,11 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
     valid = _valid_paths()
     for key, dist_raw in params_raw.items():
         where = f"search.params.{key}"
-        if key not in valid:
+        argument = _model_argument_problem(key, base_raw)
+        if argument:
+            problems.append(Problem(source, where, argument))
+            continue
+        if key not in valid and not key.startswith("model."):
             problems.append(Problem(
                 source, where, f"unknown parameter {key!r}.{did_you_mean(key, valid)} Parameters "
                 f"are dotted paths of the run config, e.g. loss.tau, loss.alpha, loss.a"))
@@ -381,18 +404,21 @@ def grid_points(space: Space) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def describe(space: Space, gpus: float = 0, cpus: float | None = None) -> str:
-    """Human-readable plan of a search (`--dry-run`, `validate`)."""
+def describe(space: Space, gpus: float = 0, cpus: float | None = None,
+             models: Sequence[Any] = ()) -> str:
+    """Human-readable plan of a search (`--dry-run`, `validate`); `models`: the facts of its checked
+    models (`preflight_model.ModelFacts`), one line each."""
     s = space.spec.search
     b = space.base
     method = METHOD_REGISTRY.get(b.method)
     lines = [f"search space {space.spec.name!r} ({space.source})",
-             f"  base: {b.method} ({b.loss.semantics} semantics), model {b.model}, "
+             f"  base: {b.method} ({b.loss.semantics} semantics), model {model_label(b.model)}, "
              f"dataset {b.data.dataset}, budget {space.budget} of {b.schedule.epochs} epochs "
              f"(schedule mode {b.schedule.mode})",
              f"  method {b.method}: {method.summary}; uses loss fields "
              f"{', '.join(method.loss_fields) or '(none)'}"
              f"{'; needs a teacher checkpoint' if method.needs_teacher else ''}",
+             *(f"  {f.plan_line()}" for f in models),
              "  parameters:"]
     for k, d in space.params.items():
         if isinstance(d, (Grid, Choice)):
