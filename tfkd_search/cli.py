@@ -42,6 +42,13 @@ def _common(p: argparse.ArgumentParser, overrides: bool = True) -> None:
                    help="show Python tracebacks on errors and the libraries' INFO lines")
 
 
+def _code_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--code-dir", action="append", default=[], metavar="DIR",
+                   help="a folder holding the modules your model references name (repeatable); it "
+                        "is put on the import path here and shipped to every Ray worker (the "
+                        "current folder is searched too)")
+
+
 def _ray_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-wait", type=float, default=float(os.environ.get("TFKD_GPU_WAIT_S") or 0),
                    metavar="SECONDS", help="on an autoscaling cluster, ask for the GPUs and wait up "
@@ -76,6 +83,7 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="check everything the real run checks (space, GPUs, address, MLflow, dataset, "
                         "teacher) and print the plan; starts no Ray and writes nothing")
+    _code_flag(p)
     _ray_flags(p)
     _common(p)
     return p
@@ -95,6 +103,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--download", action="store_true", help="download CIFAR if missing")
         p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite in --storage)")
         p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
+        _code_flag(p)
         _ray_flags(p)
     elif cmd == "export":
         p.description = "Write the top-k configs of a search to RUN_DIR/best/rank<k>.yaml."
@@ -104,6 +113,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.description = "Check a search space (or run config with --config) and print the plan."
         p.add_argument("space", nargs="?")
         p.add_argument("--config", help="validate a run config instead")
+        _code_flag(p)
     elif cmd == "report":
         p.description = "Write RUN_DIR/report/index.html with plots of a search."
         p.add_argument("run_dir")
@@ -185,11 +195,15 @@ def _dispatch(cmd: str, args: argparse.Namespace) -> int:
     raise AssertionError(cmd)
 
 
-def _ray_options(args: argparse.Namespace) -> object:
+def _ray_options(args: argparse.Namespace, code_dirs: list[Path], tree: object) -> object:
+    """How to reach Ray, with the user's model code that `tree` (a config or space) names."""
     from .search import RayOptions
+    from .usercode import py_modules, targets_in
 
-    return RayOptions(address=getattr(args, "address", None), gpu_wait=args.gpu_wait,
-                      temp_dir=args.ray_temp_dir, debug=args.debug)
+    address = getattr(args, "address", None)
+    return RayOptions(address=address, gpu_wait=args.gpu_wait, temp_dir=args.ray_temp_dir,
+                      debug=args.debug,
+                      py_modules=tuple(py_modules(code_dirs, targets_in(tree), cluster=bool(address))))
 
 
 def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
@@ -202,18 +216,22 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     if args.download:
         overrides["base.data.download"] = True
     space = load_space(args.space, overrides, labels=FLAG_LABELS)
+    from .preflight_model import check_space_models
     from .search import preflight, run_search, shutdown
+    from .usercode import use_code_dirs
 
     # the dry run checks exactly what the real run checks before it starts Ray
+    code_dirs = use_code_dirs(args.code_dir)
+    models = check_space_models(space, zoo=args.dry_run)  # the driver imports the code, here too
     preflight(args.address, args.gpus, args.mlflow_uri)
     if not args.address:
         # Everything runs on this machine: check the base config's teacher checkpoint and dataset
         # now, not in every trial (on a cluster those files live on the worker nodes).
         from .runs import preflight as check_inputs, resolve_paths
 
-        check_inputs(resolve_paths(space.base), source=args.space, prefix="base.")
+        check_inputs(resolve_paths(space.base), source=args.space, prefix="base.", models=False)
     if args.dry_run:
-        print(describe(space, gpus=args.gpus, cpus=os.cpu_count()))
+        print(describe(space, gpus=args.gpus, cpus=os.cpu_count(), models=models))
         print("dry run: every check passed; nothing started")
         return 0
     if not args.debug:  # a failed trial is reported once by the search (and kept in trials.parquet,
@@ -230,10 +248,11 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
             logging.getLogger(logger).addFilter(
                 lambda record, dropped=dropped: not str(record.msg).startswith(dropped))
     try:
-        outcome = run_search(space, gpus=args.gpus, ray_options=_ray_options(args),
+        ray_options = _ray_options(args, code_dirs, space.raw)
+        outcome = run_search(space, gpus=args.gpus, ray_options=ray_options,
                              storage=args.storage, name=args.name, resume=args.resume,
                              mlflow_uri=args.mlflow_uri, results_dir=args.results_dir,
-                             printer=_printer)
+                             printer=_printer, models=models)
     finally:
         shutdown()
     trials = outcome.trials
@@ -247,9 +266,12 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
-    from .config import load_run_config
+    from .config import config_to_dict, load_run_config
+    from .modelref import model_label
     from .runs import preflight, prepare_out, resolve_paths, seeds_for, train_seeds
+    from .usercode import use_code_dirs
 
+    code_dirs = use_code_dirs(args.code_dir)
     if args.data_dir:
         overrides["data.data_dir"] = os.path.abspath(args.data_dir)
     if args.download:
@@ -268,8 +290,8 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         from .search import check_local_gpus
 
         check_local_gpus(args.gpus)
-    # teacher and data before any folder or MLflow run exists: a bad input leaves nothing behind
-    data = preflight(cfg, source=args.config)
+    # models, teacher and data before any folder or MLflow run exists: a bad input leaves nothing
+    data, models = preflight(cfg, source=args.config)
     prepare_out(out, seeds, args.resume)
     tracker = None
     if uri is not None:
@@ -277,11 +299,12 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
         Path(args.storage).mkdir(parents=True, exist_ok=True)
         tracker = Tracker(uri, cfg.name.rsplit("-rank", 1)[0], debug=args.debug)
-    print(f"training {cfg.model} with {cfg.method} on {cfg.data.dataset}: "
+    print(f"training {model_label(cfg.model)} with {cfg.method} on {cfg.data.dataset}: "
           f"{cfg.schedule.trained_epochs} epochs, seeds {seeds}; run folder {out}", flush=True)
     results = train_seeds(cfg, seeds, out, resume=args.resume, gpus=args.gpus, tracker=tracker,
                           printer=_printer, data=data, progress=sys.stderr.isatty(),
-                          ray_options=_ray_options(args))
+                          ray_options=_ray_options(args, code_dirs, config_to_dict(cfg)),
+                          models=models)
     if args.gpus:
         from .search import shutdown
 
@@ -290,18 +313,28 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
 
 def _validate(args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    from .preflight_model import check_models, check_space_models
+    from .usercode import use_code_dirs
+
     if args.config:
         from .config import load_run_config
+        from .modelref import model_label
 
         cfg = load_run_config(args.config, overrides)
-        print(f"{args.config}: valid run config ({cfg.method} on {cfg.data.dataset}, {cfg.model})")
+        use_code_dirs(args.code_dir)
+        models = check_models(cfg, args.config)
+        print(f"{args.config}: valid run config ({cfg.method} on {cfg.data.dataset}, "
+              f"{model_label(cfg.model)})")
+        for f in models:
+            print(f"  {f.plan_line()}")
         return 0
     if not args.space:
         raise ConfigError("validate: pass a search-space file (or --config RUN.yaml)")
     from .spaces import describe, load_space
 
     space = load_space(args.space, overrides)
-    print(describe(space, cpus=os.cpu_count()))
+    use_code_dirs(args.code_dir)
+    print(describe(space, cpus=os.cpu_count(), models=check_space_models(space)))
     print(f"{args.space}: valid")
     return 0
 

@@ -143,38 +143,43 @@ def check_teacher(cfg: RunConfig, source: str = "config", prefix: str = "") -> N
         return
     import torch
 
-    from .data import dataset_info
     from .errors import CheckpointError
+    from .preflight_model import dataset_shape
     from .trainer import load_teacher
 
     try:
-        load_teacher(cfg, dataset_info(cfg.data.dataset).in_channels, torch.device("cpu"))
-    except CheckpointError as err:
-        raise CheckpointError(f"{source}: {prefix}teacher.checkpoint: {err}") from None
+        load_teacher(cfg, dataset_shape(cfg.data).channels, torch.device("cpu"))
+    except (CheckpointError, ConfigError) as err:  # ConfigError: the architecture a checkpoint names
+        raise type(err)(f"{source}: {prefix}teacher.checkpoint: {err}") from None
 
 
-def preflight(cfg: RunConfig, source: str = "config", prefix: str = "") -> Any:
-    """Check the teacher and load the data of `cfg` before any folder or MLflow run is made, so
-    that a bad checkpoint or a missing dataset fails in seconds and leaves nothing behind.
-    Returns the loaded DataSplits (train() can reuse them)."""
+def preflight(cfg: RunConfig, source: str = "config", prefix: str = "", *, models: bool = True
+              ) -> tuple[Any, list[Any]]:
+    """Check the models (`preflight_model.check_models`, unless `models` is false: a search checks
+    them itself), the teacher and the data of `cfg` before any folder or MLflow run is made, so that
+    a model that does not build, a bad checkpoint or a missing dataset fails in seconds and leaves
+    nothing behind. Returns the loaded DataSplits (train() can reuse them) and the model facts."""
+    from .preflight_model import check_models
     from .trainer import load_run_data
 
+    facts = check_models(cfg, source, prefix) if models else []
     check_teacher(cfg, source, prefix)
-    return load_run_data(cfg)
+    return load_run_data(cfg), facts
 
 
 def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gpus: float,
                 tracker: Any | None, printer: Printer, data: Any = None, progress: bool = False,
-                ray_options: Any = None) -> list[Any]:
+                ray_options: Any = None, models: list[Any] = ()) -> list[Any]:
     """Train one run per seed (sequentially, or in parallel through Ray when `gpus` > 0).
 
     `data`: the splits preflight() loaded (shared by the sequential seeds: the split does not
-    depend on the seed)."""
+    depend on the seed); `models`: the facts of its checked models (logged to MLflow)."""
     parent = None
     if tracker is not None:
         parent = tracker.start_parent(f"train:{out.resolve()}", f"train-{cfg.name}",
                                       tags={"tfkd.role": "final"})
-        tracker.log_params(parent, {k: v for k, v in flatten(config_to_dict(cfg)).items()})
+        tracker.log_params(parent, {**flatten(config_to_dict(cfg)),
+                                    **{k: v for f in models for k, v in f.mlflow_params().items()}})
     cfgs = {s: cfg.model_copy(update={"seed": s}) for s in seeds}
     results: list[Any] = []
     if gpus and len(seeds) > 1:
@@ -194,6 +199,8 @@ def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gp
 
             def report(ep: Any, run: Any = run, prefix: str = prefix) -> None:
                 printer(epoch_line(prefix, dict(ep.metrics), ep.epochs))
+                if ep.eager_reason:
+                    printer(f"{prefix}note: {ep.eager_reason}")
                 if tracker is not None:
                     tracker.log_epoch(run, ep.metrics, ep.epoch)
 
@@ -237,8 +244,11 @@ def _num(v: Any) -> str:
 
 
 def _final_tags(res: Any) -> dict[str, Any]:
+    from .tracking import GRAPHS_TAG
+
     return {"tfkd.best_val_acc": res.best_val_acc, "tfkd.test_acc": res.test_acc,
-            "tfkd.epochs": res.epochs}
+            "tfkd.epochs": res.epochs,
+            GRAPHS_TAG: f"off: {res.eager_reason}" if res.eager_reason else None}
 
 
 def summarize(results: list[Any]) -> dict[str, Any]:

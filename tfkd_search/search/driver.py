@@ -61,8 +61,9 @@ def halving_of(space: Space) -> Halving | None:
 def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOptions(),
                storage: str = "./tfkd_runs", name: str | None = None, resume: bool = False,
                mlflow_uri: str | None = None, results_dir: str | None = None,
-               printer: Printer = print) -> SearchOutcome:
-    """Run (or resume) a search and export its best configs."""
+               printer: Printer = print, models: list[Any] = ()) -> SearchOutcome:
+    """Run (or resume) a search and export its best configs; `models`: the facts of its checked
+    models (`preflight_model.check_space_models`), logged to MLflow."""
     address = ray_options.address
     preflight(address, gpus, mlflow_uri)
     if not address:  # embedded Ray on loopback only: must be set before Ray is imported
@@ -109,7 +110,8 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
                                    "scheduler": s.scheduler.kind, "num_trials": space.num_trials(),
                                    "budget_epochs": space.budget, "gpus": gpus,
                                    "ranking": ranking.describe(),
-                                   **{f"base.{k}": v for k, v in flatten(base).items()}})
+                                   **{f"base.{k}": v for k, v in flatten(base).items()},
+                                   **{k: v for f in models for k, v in f.mlflow_params().items()}})
     tracker.set_tags(parent_id, {"tfkd.git": git_revision() or "none",
                                  "tfkd.versions": json.dumps(package_versions()),
                                  "tfkd.cluster": json.dumps(ray.cluster_resources())})
