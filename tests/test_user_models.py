@@ -382,6 +382,31 @@ def test_the_fallback_is_reported_once_and_tagged_in_mlflow(tmp_path, monkeypatc
     assert seed_run.data.tags[GRAPHS_TAG].startswith("off: the training step could not be captured")
 
 
+def test_the_search_progress_says_once_why_a_trial_went_eager(tmp_path, capsys):
+    """The driver's Tune callback: a result carrying the reason prints it and tags the trial's run."""
+    from types import SimpleNamespace
+
+    from tfkd_search.runfolder import Ranking
+    from tfkd_search.search.progress import make_callback
+    from tfkd_search.search.trial import EAGER_REASON
+    from tfkd_search.tracking import GRAPHS_TAG, Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = Tracker(uri, "eager").start_parent("key", "search-eager")
+    callback = make_callback({"uri": uri, "experiment": "eager", "parent_id": parent}, ["loss.tau"],
+                             2, Ranking(), 1, print)
+    trial = SimpleNamespace(trial_id="t1", config={"loss.tau": 1.0}, last_result={}, status="RUNNING")
+    callback.on_trial_start(0, [trial], trial)
+    why = "the training step could not be captured in a CUDA graph (RuntimeError: x); running eagerly"
+    for epoch, extra in ((1, {EAGER_REASON: why}), (2, {})):
+        callback.on_trial_result(0, [trial], trial, {"epoch": epoch, "val_acc": 0.5, "score": 0.5,
+                                                    **extra})
+    out = capsys.readouterr().out
+    assert out.count(f"trial t1: {why}") == 1, out
+    (run,) = callback.tracker.children()
+    assert run.data.tags[GRAPHS_TAG] == f"off: {why}"
+
+
 @pytest.mark.parametrize("setting,cuda,conv,want", [
     (None, True, True, True), (None, True, False, False), (None, False, True, False),
     (True, False, False, True), (False, True, True, False)])

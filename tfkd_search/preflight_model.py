@@ -100,13 +100,13 @@ def check_models(cfg: RunConfig, source: str = "config", prefix: str = "", *, zo
 def check_space_models(space: Any, *, zoo: bool = False) -> list[ModelFacts]:
     """`check_models` of a search space's base config and of every value its search parameters give
     a model reference (`model`, `model.<argument>`: grid/choice values, range ends)."""
-    from .spaces import _corners
+    from .spaces import corners
 
     facts = check_models(space.base, space.source, "base.", zoo=zoo)
     for key, dist in space.params.items():
         if key != "model" and not key.startswith("model."):
             continue
-        for value in _corners(dist):
+        for value in corners(dist):
             cfg = space.trial_config({key: value})
             try:
                 check_models(cfg, space.source, "base.", zoo=zoo)

@@ -333,7 +333,7 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
         if not isinstance(base_raw, dict):
             continue
         typed = []
-        for value in _corners(dist):
+        for value in corners(dist):
             cfg, corner = check_run_config(with_overrides(base_raw, {key: value}), source)
             # the base's own problems are reported once, above; only what this value adds counts
             new = [p for p in corner if (p.under("base").path, p.message) not in base_seen]
@@ -391,7 +391,8 @@ def _scheduler_problems(sch: Scheduler, budget: int, source: str) -> list[Proble
     return []
 
 
-def _corners(dist: Any) -> list[Any]:
+def corners(dist: Any) -> list[Any]:
+    """The values that bound what a distribution gives: every grid/choice value, a range's ends."""
     if isinstance(dist, (Grid, Choice)):
         return list(dist.values)
     return [dist.low, dist.high]
