@@ -224,6 +224,16 @@ def test_a_searched_model_argument_is_checked_for_each_value(tmp_path, capsys):
     assert f"{space}: search.params.model.width: value 0 gives a model that does not work" in err, err
 
 
+def test_a_model_broken_by_set_names_the_set(tmp_path, capsys):
+    cfg = write(tmp_path / "run.yaml", run_config())
+    assert main(["validate", "--config", str(cfg), "--code-dir", str(USER),
+                 "--set", "model.widht=3"]) == 2
+    err = capsys.readouterr().err
+    assert f"a model does not work ({cfg} with command-line overrides)" in err, err
+    assert "--set model.widht=3: model: calling byo_nets:build(width=4, widht=3, num_classes=10) " \
+           "raised TypeError" in err, err
+
+
 def test_code_dir_that_does_not_exist(tmp_path, capsys):
     cfg = write(tmp_path / "run.yaml", run_config())
     assert main(["validate", "--config", str(cfg), "--code-dir", str(tmp_path / "nope")]) == 2
@@ -484,3 +494,10 @@ def test_search_with_user_models_from_the_current_folder_and_a_code_dir(tmp_path
                    "--storage", "runs"], env, timeout=300, cwd=work)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "summary: 1 run(s)" in res.stdout
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work / 'runs' / 'mlflow.db'}")
+    (final,) = [r for r in client.search_runs([parent.info.experiment_id])
+                if r.data.tags.get("tfkd.role") == "final"]
+    assert final.data.params["model_reference"] == f"cwd_nets:build(width={rank1['model']['width']})"
+    assert final.data.params["model_flops_per_image"].isdigit()

@@ -266,7 +266,7 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
-    from .config import config_to_dict, load_run_config
+    from .config import config_to_dict, load_run_config, override_labels
     from .modelref import model_label
     from .runs import preflight, prepare_out, resolve_paths, seeds_for, train_seeds
     from .usercode import use_code_dirs
@@ -276,8 +276,8 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         overrides["data.data_dir"] = os.path.abspath(args.data_dir)
     if args.download:
         overrides["data.download"] = True
-    cfg = resolve_paths(load_run_config(args.config, overrides, labels={
-        k.removeprefix("base."): v for k, v in FLAG_LABELS.items()}))
+    labels = {k.removeprefix("base."): v for k, v in FLAG_LABELS.items()}
+    cfg = resolve_paths(load_run_config(args.config, overrides, labels=labels))
     seeds = seeds_for(cfg, args.seeds)
     out = Path(args.out) if args.out else Path(args.storage) / "train" / cfg.name
     uri = None
@@ -291,7 +291,7 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
         check_local_gpus(args.gpus)
     # models, teacher and data before any folder or MLflow run exists: a bad input leaves nothing
-    data, models = preflight(cfg, source=args.config)
+    data, models = preflight(cfg, source=args.config, origins=override_labels(overrides, labels))
     prepare_out(out, seeds, args.resume)
     tracker = None
     if uri is not None:
@@ -317,12 +317,12 @@ def _validate(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     from .usercode import use_code_dirs
 
     if args.config:
-        from .config import load_run_config
+        from .config import load_run_config, override_labels
         from .modelref import model_label
 
         cfg = load_run_config(args.config, overrides)
         use_code_dirs(args.code_dir)
-        models = check_models(cfg, args.config)
+        models = check_models(cfg, args.config, origins=override_labels(overrides))
         print(f"{args.config}: valid run config ({cfg.method} on {cfg.data.dataset}, "
               f"{model_label(cfg.model)})")
         for f in models:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import TEACHER_METHODS, DataConfig, RunConfig
+from .overrides import attribute, problems_header
 from .errors import ConfigError, Problem
 from .modelref import ModelRef, parse_model_ref
 
@@ -73,10 +74,11 @@ class ModelFacts:
                 f"{key}_flops_per_image": self.flops if self.flops is not None else "n/a"}
 
 
-def check_models(cfg: RunConfig, source: str = "config", prefix: str = "", *, zoo: bool = False
-                 ) -> list[ModelFacts]:
+def check_models(cfg: RunConfig, source: str = "config", prefix: str = "", *, zoo: bool = False,
+                 origins: Mapping[str, str] | None = None) -> list[ModelFacts]:
     """Check the student and (for kd/tfkd_self) a teacher.model reference of `cfg`; raises one
-    ConfigError listing every model that fails. Zoo models are skipped unless `zoo`."""
+    ConfigError listing every model that fails. Zoo models are skipped unless `zoo`. `origins`: the
+    `--set` overrides by path (override_labels): a model one of them changed is blamed on it."""
     roles: list[tuple[str, Any]] = [("model", cfg.model)]
     if cfg.method in TEACHER_METHODS and cfg.teacher is not None and cfg.teacher.model is not None:
         roles.append(("teacher.model", cfg.teacher.model))
@@ -93,7 +95,9 @@ def check_models(cfg: RunConfig, source: str = "config", prefix: str = "", *, zo
         except ConfigError as err:
             problems.append(Problem(source, role, str(err), ref.label()).under(prefix.rstrip(".")))
     if problems:
-        raise ConfigError(problems=problems, header="a model does not work")
+        problems = attribute(problems, origins or {}, parent_too=("",))  # e.g. --set model.width=0
+        raise ConfigError(problems=problems,
+                          header=problems_header("a model does not work", source, problems))
     return facts
 
 
@@ -102,7 +106,7 @@ def check_space_models(space: Any, *, zoo: bool = False) -> list[ModelFacts]:
     a model reference (`model`, `model.<argument>`: grid/choice values, range ends)."""
     from .spaces import corners
 
-    facts = check_models(space.base, space.source, "base.", zoo=zoo)
+    facts = check_models(space.base, space.source, "base.", zoo=zoo, origins=space.origins)
     for key, dist in space.params.items():
         if key != "model" and not key.startswith("model."):
             continue

@@ -153,16 +153,17 @@ def check_teacher(cfg: RunConfig, source: str = "config", prefix: str = "") -> N
         raise type(err)(f"{source}: {prefix}teacher.checkpoint: {err}") from None
 
 
-def preflight(cfg: RunConfig, source: str = "config", prefix: str = "", *, models: bool = True
-              ) -> tuple[Any, list[Any]]:
+def preflight(cfg: RunConfig, source: str = "config", prefix: str = "", *, models: bool = True,
+              origins: dict[str, str] | None = None) -> tuple[Any, list[Any]]:
     """Check the models (`preflight_model.check_models`, unless `models` is false: a search checks
     them itself), the teacher and the data of `cfg` before any folder or MLflow run is made, so that
     a model that does not build, a bad checkpoint or a missing dataset fails in seconds and leaves
-    nothing behind. Returns the loaded DataSplits (train() can reuse them) and the model facts."""
+    nothing behind. Returns the loaded DataSplits (train() can reuse them) and the model facts.
+    `origins`: the `--set` overrides by path, named in a model's error instead of the file."""
     from .preflight_model import check_models
     from .trainer import load_run_data
 
-    facts = check_models(cfg, source, prefix) if models else []
+    facts = check_models(cfg, source, prefix, origins=origins) if models else []
     check_teacher(cfg, source, prefix)
     return load_run_data(cfg), facts
 

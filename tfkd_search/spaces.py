@@ -183,12 +183,15 @@ class SearchSpace(Strict):
 
 class Space:
     """A validated search space: the spec, its source, the validated base config, the raw tree (with
-    overrides applied) and the overrides themselves (target path -> value, e.g. base.loss.tau)."""
+    overrides applied), the overrides themselves (target path -> value, e.g. base.loss.tau) and what
+    to call each one in a message (target path -> e.g. "--set loss.tau=2", see override_labels)."""
 
     def __init__(self, spec: SearchSpace, source: str, base: RunConfig, raw: dict[str, Any],
-                 overrides: Mapping[str, Any] | None = None) -> None:
+                 overrides: Mapping[str, Any] | None = None,
+                 origins: Mapping[str, str] | None = None) -> None:
         self.spec, self.source, self.base, self.raw = spec, source, base, raw
         self.overrides: dict[str, Any] = dict(overrides or {})
+        self.origins: dict[str, str] = dict(origins or {})
 
     @property
     def params(self) -> dict[str, Any]:
@@ -347,7 +350,8 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
             # config accepts as a float; trials, MLflow and trials.parquet must see the float
             spec.search.params[key] = dist.model_copy(update={"values": typed})
 
-    space = Space(spec, source, base, raw, {targets[k]: v for k, v in overrides.items()}) \
+    origins = override_labels(overrides, labels, targets)
+    space = Space(spec, source, base, raw, {targets[k]: v for k, v in overrides.items()}, origins) \
         if spec is not None and base is not None else None
     if space is not None and space.num_trials() > spec.search.max_trials:  # type: ignore[union-attr]
         s = spec.search  # type: ignore[union-attr]
@@ -363,8 +367,7 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
         problems.append(Problem(source, "search.resources.gpu", f"{g} does not divide one GPU; use "
                                 f"1/k (1, 0.5, 0.25, 0.2, ...) so trials pack evenly"))
     if problems:
-        labels_by_path = override_labels(overrides, labels, targets)
-        problems = attribute(problems, labels_by_path, parent_too=("search.params.",))
+        problems = attribute(problems, origins, parent_too=("search.params.",))
         header = "invalid search space"
         if any(p.origin for p in problems):
             header += f" ({source} with command-line overrides)"
