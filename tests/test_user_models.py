@@ -216,6 +216,7 @@ def test_a_bad_model_stops_a_search_before_ray_starts(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing started, nothing written
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # width 0, on purpose
 def test_a_searched_model_argument_is_checked_for_each_value(tmp_path, capsys):
     doc = space_doc("widths", run_config(), model__width={"kind": "grid", "values": [4, 0]})
     space = write(tmp_path / "space.yaml", doc)

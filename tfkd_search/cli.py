@@ -81,8 +81,9 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="dataset folder (default ./data)")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing (network)")
     p.add_argument("--dry-run", action="store_true",
-                   help="check everything the real run checks (space, GPUs, address, MLflow, dataset, "
-                        "teacher) and print the plan; starts no Ray and writes nothing")
+                   help="check everything the real run checks (space, models, GPUs, address, MLflow, "
+                        "dataset, teacher) and print the plan with each model's size; starts no Ray "
+                        "and writes nothing")
     _code_flag(p)
     _ray_flags(p)
     _common(p)
