@@ -5,7 +5,9 @@
 #      built beforehand with `benchmarks/gpu_bundle.sh .gpu_bundle` on a machine with registry access and
 #      carried with the checkout) is extracted to $WORK/site and put on PYTHONPATH;
 #   1. tests/test_gpu.py (graph steps = eager steps, no host sync per step, every zoo model on CUDA,
-#      packed trials on CUDA streams, a forced out-of-memory trial beside one that goes on);
+#      packed trials on CUDA streams, a forced out-of-memory trial beside one that goes on, a user model
+#      that breaks capture going on eagerly);
+#   1b. `tfkd-search train` of that user model (benchmarks/byo_fallback.yaml): completes, says why once;
 #   2. `tfkd-search train --seeds 2 --gpus 1` end to end on CIFAR-100-shaped files (seeds as Ray tasks);
 #   3. benchmarks/search_throughput.py: the real search (Ray Tune + MLflow, --gpus 1) with 1, 2, 4, 8
 #      trials per GPU packed in one host process and 4 as one process each, side by side with the
@@ -45,6 +47,17 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   timeout "$(box 120)" $PY -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts="" 2>&1 | tail -25 \
     | tee "$OUT/test_gpu.log"
   cp "$OUT/test_gpu.log" "$RESULTS/test_gpu-$GPU.log"
+fi
+
+step "1b. CUDA-graph fallback"
+# a user model whose forward syncs with the host cannot be captured: the run goes on eagerly and says
+# why once (on the CPU, SMOKE=1, there is no graph to fall back from)
+timeout "$(box 60)" $PY -m tfkd_search train --config benchmarks/byo_fallback.yaml --code-dir tests/usermodels \
+  --no-mlflow --out "$WORK/fallback" 2>&1 | tail -6 | tee "$OUT/fallback.log"
+if grep -q "could not be captured in a CUDA graph" "$OUT/fallback.log"; then
+  echo "fallback: the run went on eagerly and said why" | tee -a "$OUT/steps.txt"
+else
+  echo "fallback: no capture failure reported" | tee -a "$OUT/steps.txt"
 fi
 
 if [ "$SMOKE" = 1 ]; then

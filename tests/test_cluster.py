@@ -604,3 +604,50 @@ def test_storage_a_node_cannot_see_is_refused_before_training(cluster, tmp_path)
     assert blind_id[:8] in err and "s3://bucket/prefix" in err and "NFS" in err
     assert not (storage / "blindtest").exists()  # no run folder left behind
     assert not list(storage.rglob(".tfkd-storage-check-*"))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@ON_THE_CLUSTER
+def test_user_model_code_reaches_every_trial_on_the_cluster(cluster, tmp_path):
+    """Bring-your-own model code on the cluster: the student's module sits in the current folder, the
+    teacher's in a --code-dir outside it (on no worker's path unless shipped), the teacher's weights
+    are a plain state_dict. First as a job submitted with --working-dir (the current folder travels
+    as the job's working_dir, the code dir as py_modules merged with it), then joined directly with
+    --address from the same folder (both shipped as py_modules)."""
+    import importlib.util
+
+    import torch
+
+    user = ROOT / "tests" / "usermodels" / "byo_nets.py"
+    code, wd = tmp_path / "code", tmp_path / "job"
+    code.mkdir()
+    wd.mkdir()
+    shutil.copy(user, code / "dir_nets.py")
+    shutil.copy(user, wd / "cwd_nets.py")
+    spec = importlib.util.spec_from_file_location("byo_nets_for_weights", user)
+    nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nets)
+    teacher = tmp_path / "teacher.pt"
+    torch.save({f"module.{k}": v for k, v in nets.build(10, width=4).state_dict().items()}, teacher)
+    base = {**DIGITS, "method": "kd", "model": {"_target_": "cwd_nets:build", "width": 4},
+            "teacher": {"checkpoint": str(teacher), "model": {"_target_": "dir_nets:build", "width": 4}},
+            "schedule": {"epochs": 1, "milestones": [], "warmup_epochs": 0}}
+    _space(wd, "byo", base, [1.0, 4.0])
+    storage = tmp_path / "runs"
+    job = cluster.submit(wd, ["tfkd-search", "--space", "space.yaml", "--address", "auto",
+                              "--storage", str(storage), "--name", "byojob", "--code-dir", str(code)])
+    direct = subprocess.run([TFKD, "--space", "space.yaml", "--address", cluster.address, "--storage",
+                             str(storage), "--name", "byoaddr", "--code-dir", str(code)],
+                            env=cluster.env, cwd=wd, capture_output=True, text=True, timeout=300)
+    placed = cluster.state()["pids"]
+    for name, res in (("byojob", job), ("byoaddr", direct)):
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, (name, out[-4000:])
+        trials = pd.read_parquet(storage / name / "trials.parquet")
+        assert len(trials) == 2 and (trials["status"] == "completed").all(), (name, trials)
+        nodes = {placed.get(str(r["pid"])) for d in (storage / name).glob("trial_*")
+                 for r in _results(d)}
+        assert nodes <= {"w1", "w2"} and nodes, (name, nodes)  # trained on the workers
+        rank1 = yaml.safe_load((storage / name / "best" / "rank1.yaml").read_text())
+        assert rank1["model"] == base["model"] and rank1["teacher"]["model"] == base["teacher"]["model"]

@@ -518,5 +518,5 @@ def test_corrupt_checkpoint_message_is_short_and_never_suggests_unsafe_loading(t
     msg = str(exc.value)
     assert needle in msg, msg
     assert "weights_only" not in msg and "trust" not in msg.lower(), msg
-    assert msg.endswith("re-create it with 'tfkd-search train'"), msg
+    assert "re-create it with 'tfkd-search train'" in msg, msg
     assert len(msg) < 400

@@ -174,3 +174,46 @@ def test_packed_out_of_memory_fails_one_trial_and_the_others_go_on(make_cfg) -> 
     assert isinstance(err, HostedError) and err.out_of_memory, err
     assert "fewer trials per GPU" in oom_advice(big, 0.25, err.message)
     assert isinstance(rest[-1], HostedEnd) and rest[-1].summary["status"] == "completed"
+
+
+def test_a_model_that_breaks_capture_goes_on_eagerly_with_the_same_steps() -> None:
+    """A user model with a host sync in its forward (`.item()` deciding a branch) cannot be captured:
+    the runner keeps why, drops the graph and trains eagerly from that step on, the same steps as a
+    plain eager runner (tests/usermodels/byo_nets.py `syncs`)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "usermodels"))
+    import byo_nets
+
+    torch.manual_seed(0)
+    base = byo_nets.syncs(10, in_channels=3).to(DEV)
+    a, b = copy.deepcopy(base), copy.deepcopy(base)
+    ra, _ = _setup(False, a)
+    rb, _ = _setup(True, b)
+    g = torch.Generator(device="cpu").manual_seed(1)
+    for i in range(8):
+        x = torch.randn(64, 3, 16, 16, generator=g).to(DEV)
+        y = torch.randint(0, 10, (64,), generator=g).to(DEV)
+        ra(x, y, 0.05)
+        rb(x, y, 0.05)
+    assert rb.graph is None and not rb.graphs, "the capture should have failed"
+    assert rb.eager_reason and "could not be captured in a CUDA graph" in rb.eager_reason
+    torch.cuda.synchronize()  # the context survived the failed capture
+    with torch.no_grad():
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            assert torch.allclose(pa, pb, atol=1e-4), (pa - pb).abs().max()
+
+
+def test_a_run_with_a_model_that_breaks_capture_completes_and_says_why(make_cfg) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "usermodels"))
+    cfg = make_cfg({"model": {"_target_": "byo_nets:syncs", "in_channels": 3},
+                    "data.dataset": "synthetic", "schedule.epochs": 2}, device="cuda", threads=None)
+    reports = []
+    result = train(cfg, report=reports.append)
+    assert result.status == "completed", result
+    assert result.eager_reason and "could not be captured" in result.eager_reason
+    assert [r.eager_reason is not None for r in reports] == [True, False]

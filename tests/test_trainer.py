@@ -396,10 +396,11 @@ def test_teacher_empty_file(make_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("obj", [torch.zeros(3), {"model": {}}, [1, 2]])
-def test_teacher_not_a_tfkd_checkpoint(make_cfg, tmp_path, obj):
+def test_teacher_file_without_weights(make_cfg, tmp_path, obj):
     p = tmp_path / "plain.pt"
     torch.save(obj, p)
-    assert "not a tfkd-search checkpoint" in _expect_checkpoint_error(_kd_cfg(make_cfg, p), p)
+    msg = _expect_checkpoint_error(_kd_cfg(make_cfg, p), p)
+    assert "holds no weights: expected a tfkd-search checkpoint, a state_dict" in msg, msg
 
 
 def test_teacher_of_another_architecture(make_cfg, teachers):

@@ -43,6 +43,13 @@ def _common(p: argparse.ArgumentParser, overrides: bool = True) -> None:
                    help="show Python tracebacks on errors and the libraries' INFO lines")
 
 
+def _code_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--code-dir", action="append", default=[], metavar="DIR",
+                   help="a folder holding the modules your model references name (repeatable); it "
+                        "is put on the import path here and shipped to every Ray worker (the "
+                        "current folder is searched too)")
+
+
 def _ray_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-wait", type=float, default=float(os.environ.get("TFKD_GPU_WAIT_S") or 0),
                    metavar="SECONDS", help="on an autoscaling cluster, ask for the GPUs and wait up "
@@ -75,8 +82,10 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="dataset folder (default ./data)")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing (network)")
     p.add_argument("--dry-run", action="store_true",
-                   help="check everything the real run checks (space, GPUs, address, MLflow, dataset, "
-                        "teacher) and print the plan; starts no Ray and writes nothing")
+                   help="check everything the real run checks (space, models, GPUs, address, MLflow, "
+                        "dataset, teacher) and print the plan with each model's size; starts no Ray "
+                        "and writes nothing")
+    _code_flag(p)
     _ray_flags(p)
     _common(p)
     return p
@@ -96,6 +105,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--download", action="store_true", help="download CIFAR if missing")
         p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite in --storage)")
         p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
+        _code_flag(p)
         _ray_flags(p)
     elif cmd == "export":
         p.description = ("Write the top-k configs of a search to RUN_DIR/best/rank<k>.yaml (in the "
@@ -120,10 +130,12 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite beside RUN_DIR)")
         p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
         _ray_flags(p)
+        _code_flag(p)
     elif cmd == "validate":
         p.description = "Check a search space (or run config with --config) and print the plan."
         p.add_argument("space", nargs="?")
         p.add_argument("--config", help="validate a run config instead")
+        _code_flag(p)
     elif cmd == "report":
         p.description = "Write RUN_DIR/report/index.html with plots of a search."
         p.add_argument("run_dir")
@@ -217,11 +229,15 @@ def describe_user_data(cfg: object, source: str, prefix: str = "") -> object:
     return check_dataset(resolve_paths(cfg), source, prefix)
 
 
-def _ray_options(args: argparse.Namespace) -> object:
+def _ray_options(args: argparse.Namespace, code_dirs: list[Path], tree: object) -> object:
+    """How to reach Ray, with the user's model code that `tree` (a config or space) names."""
     from .search import RayOptions
+    from .usercode import py_modules, targets_in
 
-    return RayOptions(address=getattr(args, "address", None), gpu_wait=args.gpu_wait,
-                      temp_dir=args.ray_temp_dir, debug=args.debug)
+    address = getattr(args, "address", None)
+    return RayOptions(address=address, gpu_wait=args.gpu_wait, temp_dir=args.ray_temp_dir,
+                      debug=args.debug,
+                      py_modules=tuple(py_modules(code_dirs, targets_in(tree), cluster=bool(address))))
 
 
 def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
@@ -235,23 +251,27 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     if args.download:
         overrides["base.data.download"] = True
     space = load_space(args.space, overrides, labels=FLAG_LABELS)
+    from .preflight_model import check_space_models, shape_of
     from .search import preflight, run_search, shutdown
+    from .usercode import use_code_dirs
 
     # the dry run checks exactly what the real run checks before it starts Ray
+    code_dirs = use_code_dirs(args.code_dir)
     preflight(args.address, args.gpus, args.mlflow_uri)
     facts = gpu = None
     if not args.address:
-        # Everything runs on this machine: check the base config's teacher checkpoint and dataset
-        # now, not in every trial (on a cluster those files live on the worker nodes). The real
-        # search decodes your own images into the cache here, once, before any trial starts.
+        # Everything runs on this machine: check the base config's dataset (described from its
+        # listing and headers), models and teacher checkpoint now, not in every trial (on a cluster
+        # those files live on the worker nodes). The real search then decodes your own images into
+        # the cache here, once, before any trial starts.
         from .data import visible_gpu
         from .runs import check_fits, preflight as check_inputs, resolve_paths
         from .spaces import dataset_memory
+        from .trainer import load_run_data
 
         base = resolve_paths(space.base)
         user = base.data.dataset in USER_DATASETS
-        facts, _ = check_inputs(base, source=args.space, prefix="base.",
-                                load=not (args.dry_run and user))
+        facts, _, _ = check_inputs(base, source=args.space, prefix="base.", load=False, models=False)
         if user:  # the searched values that depend on the class count (loss.a > 1/C)
             space = load_space(args.space, overrides, labels=FLAG_LABELS,
                                num_classes=facts.num_classes)
@@ -259,8 +279,14 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         check_fits(*dataset_memory(space, args.gpus, facts, gpu),
                    fix="set base.data.image_size smaller, put fewer trials on a GPU "
                    "(search.resources.gpu) or pack them (search.resources.pack: true: one copy per GPU)")
+    # the driver imports the user's model code, as the trials will
+    models = check_space_models(space, zoo=args.dry_run,
+                                shape=shape_of(facts) if facts is not None else None)
+    if facts is not None and not (args.dry_run and user):
+        load_run_data(base)
     if args.dry_run:
-        print(describe(space, gpus=args.gpus, cpus=os.cpu_count(), facts=facts, gpu=gpu))
+        print(describe(space, gpus=args.gpus, cpus=os.cpu_count(), facts=facts, gpu=gpu,
+                       models=models))
         print("dry run: every check passed; nothing started")
         return 0
     if not args.debug:  # a failed trial is reported once by the search (and kept in trials.parquet,
@@ -277,10 +303,11 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
             logging.getLogger(logger).addFilter(
                 lambda record, dropped=dropped: not str(record.msg).startswith(dropped))
     try:
-        outcome = run_search(space, gpus=args.gpus, ray_options=_ray_options(args),
+        ray_options = _ray_options(args, code_dirs, space.raw)
+        outcome = run_search(space, gpus=args.gpus, ray_options=ray_options,
                              storage=args.storage, name=args.name, resume=args.resume,
                              mlflow_uri=args.mlflow_uri, results_dir=args.results_dir,
-                             printer=_printer, dataset=facts)
+                             printer=_printer, dataset=facts, models=models)
     finally:
         shutdown()
     trials = outcome.trials
@@ -294,15 +321,18 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
-    from .config import load_run_config
+    from .config import config_to_dict, load_run_config, override_labels
+    from .modelref import model_label
     from .runs import check_fits, preflight, prepare_out, resolve_paths, seeds_for, train_seeds
+    from .usercode import use_code_dirs
 
+    code_dirs = use_code_dirs(args.code_dir)
     if args.data_dir:
         overrides["data.data_dir"] = os.path.abspath(args.data_dir)
     if args.download:
         overrides["data.download"] = True
-    cfg = resolve_paths(load_run_config(args.config, overrides, labels={
-        k.removeprefix("base."): v for k, v in FLAG_LABELS.items()}))
+    labels = {k.removeprefix("base."): v for k, v in FLAG_LABELS.items()}
+    cfg = resolve_paths(load_run_config(args.config, overrides, labels=labels))
     seeds = seeds_for(cfg, args.seeds)
     out = Path(args.out) if args.out else Path(args.storage) / "train" / cfg.name
     uri = None
@@ -315,8 +345,9 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         from .search import check_local_gpus
 
         check_local_gpus(args.gpus)
-    # teacher and data before any folder or MLflow run exists: a bad input leaves nothing behind
-    facts, data = preflight(cfg, source=args.config)
+    # data, models and teacher before any folder or MLflow run exists: a bad input leaves nothing
+    facts, data, models = preflight(cfg, source=args.config,
+                                    origins=override_labels(overrides, labels))
     if args.gpus or cfg.device != "cpu":
         from .data import visible_gpu
         from .userdata import memory_plan
@@ -330,11 +361,12 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
         Path(args.storage).mkdir(parents=True, exist_ok=True)
         tracker = Tracker(uri, cfg.name.rsplit("-rank", 1)[0], debug=args.debug)
-    print(f"training {cfg.model} with {cfg.method} on {cfg.data.dataset}: "
+    print(f"training {model_label(cfg.model)} with {cfg.method} on {cfg.data.dataset}: "
           f"{cfg.schedule.trained_epochs} epochs, seeds {seeds}; run folder {out}", flush=True)
     results = train_seeds(cfg, seeds, out, resume=args.resume, gpus=args.gpus, tracker=tracker,
                           printer=_printer, data=data, progress=sys.stderr.isatty(),
-                          ray_options=_ray_options(args), facts=facts)
+                          ray_options=_ray_options(args, code_dirs, config_to_dict(cfg)),
+                          facts=facts, models=models)
     if args.gpus:
         from .search import shutdown
 
@@ -343,7 +375,8 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
 
 
 def _final(args: argparse.Namespace) -> int:
-    from .final import run_final
+    from .final import exported_configs, run_final
+    from .usercode import use_code_dirs
 
     if args.gpus < 0:
         raise ConfigError(f"--gpus {args.gpus:g}: must be 0 (CPU only) or more")
@@ -366,9 +399,13 @@ def _final(args: argparse.Namespace) -> int:
         from .search import check_local_gpus
 
         check_local_gpus(args.gpus)
+    from .config import read_yaml
+
+    code_dirs = use_code_dirs(args.code_dir)
+    trees = [read_yaml(p) for p in exported_configs(run_dir).values()]  # the models they name
     table, _ = run_final(run_dir, seeds=args.seeds, gpus=args.gpus, resume=args.resume,
-                         overrides=overrides, tracker=tracker, ray_options=_ray_options(args),
-                         printer=_printer)
+                         overrides=overrides, tracker=tracker,
+                         ray_options=_ray_options(args, code_dirs, trees), printer=_printer)
     if args.gpus:
         from .search import shutdown
 
@@ -385,26 +422,37 @@ def _final(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     from .config import USER_DATASETS
+    from .preflight_model import check_models, check_space_models, shape_of
+    from .usercode import use_code_dirs
 
     if args.config:
-        from .config import load_run_config
+        from .config import load_run_config, override_labels
+        from .modelref import model_label
 
         cfg = load_run_config(args.config, overrides)
+        use_code_dirs(args.code_dir)
         facts = describe_user_data(cfg, args.config) if cfg.data.dataset in USER_DATASETS else None
-        print(f"{args.config}: valid run config ({cfg.method} on {cfg.data.dataset}, {cfg.model})")
+        models = check_models(cfg, args.config, origins=override_labels(overrides),
+                              shape=shape_of(facts) if facts is not None else None)
+        print(f"{args.config}: valid run config ({cfg.method} on {cfg.data.dataset}, "
+              f"{model_label(cfg.model)})")
         if facts is not None:
             print(f"  dataset: {facts.summary()}")
+        for f in models:
+            print(f"  {f.plan_line()}")
         return 0
     if not args.space:
         raise ConfigError("validate: pass a search-space file (or --config RUN.yaml)")
     from .spaces import describe, load_space
 
     space = load_space(args.space, overrides)
+    use_code_dirs(args.code_dir)
     facts = None
     if space.base.data.dataset in USER_DATASETS:  # your own data is checked here too (cheaply)
         facts = describe_user_data(space.base, args.space, "base.")
         space = load_space(args.space, overrides, num_classes=facts.num_classes)
-    print(describe(space, cpus=os.cpu_count(), facts=facts))
+    models = check_space_models(space, shape=shape_of(facts) if facts is not None else None)
+    print(describe(space, cpus=os.cpu_count(), facts=facts, models=models))
     print(f"{args.space}: valid")
     return 0
 

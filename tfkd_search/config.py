@@ -27,7 +27,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from .errors import NO_VALUE, ConfigError, Problem
 from .overrides import (attribute, describe_changes, flatten, get_path, origin_of, override_labels,
                         parse_set, problems_header, render_value, set_path, with_overrides)
-from .registry import METHOD_REGISTRY, MODEL_NAMES, did_you_mean
+from .modelref import check_model_ref, same_architecture
+from .registry import METHOD_REGISTRY, did_you_mean
 
 __all__ = ["NUM_CLASSES", "USER_DATASETS", "DATASET_NAMES", "METHODS", "TEACHER_METHODS", "RunConfig",
            "build_run_config", "check_run_config", "config_to_dict", "load_run_config", "read_yaml",
@@ -128,14 +129,21 @@ class LossConfig(Strict):
     eps: float = Field(0.1, ge=0.0, lt=1.0, description="label-smoothing weight (lsr)")
 
 
-class TeacherConfig(Strict):
-    checkpoint: str = Field(description="path to a tfkd-search checkpoint (.pt) of the teacher")
-    model: str | None = Field(None, description="teacher architecture; default: read from checkpoint")
+# a model reference (tfkd_search.modelref): a zoo name, 'torchvision:<name>', 'timm:<name>' or a
+# mapping {_target_: 'package.module:callable', <keyword arguments>}
+ModelValue = str | dict[str, Any]
 
-    @field_validator("model")
+
+class TeacherConfig(Strict):
+    checkpoint: str = Field(description="the teacher's weights: a tfkd-search checkpoint.pt, or a "
+                            "plain state_dict file (then teacher.model names the architecture)")
+    model: ModelValue | None = Field(None, description="teacher architecture (a model reference); "
+                                     "default: read from a tfkd-search checkpoint")
+
+    @field_validator("model", mode="before")
     @classmethod
-    def _known_model(cls, v: str | None) -> str | None:
-        return None if v is None else _check_model_name(v)
+    def _known_model(cls, v: Any) -> Any:
+        return None if v is None else check_model_ref(v)
 
 
 class OptimConfig(Strict):
@@ -182,7 +190,8 @@ class RunConfig(Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads (null: torch default)")
     cuda_graphs: bool | None = Field(None, description="capture the training step in a CUDA graph "
                                      "(null: on for CUDA)")
-    model: str = Field("tiny_cnn", description="student architecture")
+    model: ModelValue = Field("tiny_cnn", description="student architecture: a zoo name, "
+                              "torchvision:<name>, timm:<name> or {_target_: 'pkg.mod:fn', ...}")
     method: str = Field("ce", description=" | ".join(METHODS))
     data: DataConfig = DataConfig()
     loss: LossConfig = LossConfig()
@@ -201,10 +210,10 @@ class RunConfig(Strict):
                              f"Available: {', '.join(METHODS)}")
         return v
 
-    @field_validator("model")
+    @field_validator("model", mode="before")
     @classmethod
-    def _known_model(cls, v: str) -> str:
-        return _check_model_name(v)
+    def _known_model(cls, v: Any) -> Any:
+        return check_model_ref(v)
 
     @model_validator(mode="after")
     def _coherent(self, info: ValidationInfo) -> RunConfig:
@@ -219,8 +228,8 @@ class RunConfig(Strict):
             problems.append(("teacher", f"method {self.method!r} needs a teacher: add 'teacher: "
                              f"{{checkpoint: PATH}}' (a checkpoint written by 'tfkd-search train')",
                              NO_VALUE))
-        if (m.same_architecture and self.teacher is not None
-                and self.teacher.model not in (None, self.model)):
+        if (m.same_architecture and self.teacher is not None and self.teacher.model is not None
+                and not same_architecture(self.teacher.model, self.model)):
             problems.append(("teacher.model", f"{self.method} distils from the same architecture: "
                              f"teacher.model is {self.teacher.model!r} but model is {self.model!r}",
                              NO_VALUE))
@@ -237,13 +246,6 @@ class RunConfig(Strict):
         from .data import describe_dataset
 
         return describe_dataset(self.data).num_classes
-
-
-def _check_model_name(v: str) -> str:
-    names = sorted(MODEL_NAMES)  # no torch import: validation stays fast
-    if v not in names:
-        raise ValueError(f"unknown model {v!r}.{did_you_mean(v, names)} Available: {', '.join(names)}")
-    return v
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .finalists import BASELINES, format_standings, standings
 from .io import atomic_write_parquet, atomic_write_text
 from .runfolder import BEST_DIR, RunFolder
-from .runs import check_teacher, prepare_out, resolve_paths, run_one, seeds_for, train_parallel
+from .runs import preflight, prepare_out, resolve_paths, run_one, seeds_for, train_parallel
 
 Printer = Callable[[str], None]
 FINAL_DIR = "final"
@@ -66,11 +66,10 @@ def run_final(run_dir: str | Path, *, seeds: int | None = None, gpus: float = 0,
                                   for n, p in configs.items()}
     seed_list = seeds_for(cfgs["rank1"] if "rank1" in cfgs else next(iter(cfgs.values())), seeds)
     out = folder.path / FINAL_DIR
-    from .trainer import load_run_data
-
-    data = load_run_data(next(iter(cfgs.values())))  # the data and every teacher before any write
-    for n, cfg in cfgs.items():
-        check_teacher(cfg, source=str(configs[n]))
+    data = None
+    for n, cfg in cfgs.items():  # every config's data, models and teacher before anything is written
+        _, loaded, _ = preflight(cfg, source=str(configs[n]), load=data is None)
+        data = loaded if data is None else data
     for n in cfgs:
         prepare_out(out / n, [s for s in seed_list if not (resume and _done(out / n / f"seed{s}"))],
                     resume)

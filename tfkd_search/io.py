@@ -82,14 +82,70 @@ def atomic_write_parquet(df: Any, path: str | os.PathLike[str]) -> None:
 
 def load_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> dict[str, Any]:
     """Load a tfkd-search checkpoint with `weights_only=True` (no code can run from the file)."""
+    p = Path(path)
+    state = _load_file(p, what, "a .pt file written by 'tfkd-search train' (run folder/checkpoint.pt)")
+    if not is_tfkd_checkpoint(state):
+        raise CheckpointError(
+            f"{what} {p}: not a tfkd-search checkpoint (expected a dict with format "
+            f"{CHECKPOINT_FORMAT!r}); train the model with 'tfkd-search train' and pass its "
+            f"checkpoint.pt")
+    return state
+
+
+def is_tfkd_checkpoint(state: Any) -> bool:
+    return isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT and "model" in state
+
+
+# containers other tools save a state_dict in, and the prefixes DataParallel / wrappers add to its keys
+_CONTAINERS = ("state_dict", "model", "model_state_dict", "net")
+_PREFIXES = ("module.", "model.")
+
+
+def load_weights(path: str | os.PathLike[str], what: str = "teacher checkpoint"
+                 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The weights in `path`, read with `weights_only=True`: (state_dict, the tfkd-search checkpoint
+    or None).
+
+    Takes a tfkd-search checkpoint, a plain state_dict (names -> tensors), or a dict holding one under
+    state_dict/model/model_state_dict/net; a `module.` or `model.` prefix on every key is dropped."""
+    import torch
+
+    p = Path(path)
+    state = _load_file(p, what, "a checkpoint.pt written by 'tfkd-search train' or a state_dict saved "
+                                "with torch.save")
+    if is_tfkd_checkpoint(state):
+        return state["model"], state
+    weights = state
+    if isinstance(state, dict) and not _is_state_dict(state):
+        weights = next((state[k] for k in _CONTAINERS if _is_state_dict(state.get(k))), None)
+    if not _is_state_dict(weights):
+        keys = ", ".join(map(repr, list(state)[:8])) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{what} {p}: holds no weights: expected a tfkd-search checkpoint, a "
+                              f"state_dict (parameter names -> tensors) or a dict with one under "
+                              f"{'/'.join(_CONTAINERS)}; found {keys}; save it with "
+                              f"torch.save(model.state_dict(), PATH)")
+    assert isinstance(weights, dict)
+    for prefix in _PREFIXES:
+        if all(str(k).startswith(prefix) for k in weights):
+            weights = {str(k)[len(prefix):]: v for k, v in weights.items()}
+    return {k: v for k, v in weights.items() if isinstance(v, torch.Tensor)}, None
+
+
+def _is_state_dict(x: Any) -> bool:
+    import torch
+
+    return (isinstance(x, dict) and bool(x) and all(isinstance(k, str) for k in x)
+            and any(isinstance(v, torch.Tensor) for v in x.values()))
+
+
+def _load_file(p: Path, what: str, expected: str) -> Any:
+    """torch.load(weights_only=True) of `p` on the CPU; CheckpointError says why a file cannot be read."""
     import pickle
 
     import torch
 
-    p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"{what} {p}: file not found; pass the path of a .pt file written by "
-                              f"'tfkd-search train' (run folder/checkpoint.pt)")
+        raise CheckpointError(f"{what} {p}: file not found; pass the path of {expected}")
     size = p.stat().st_size
     try:
         with open(p, "rb") as f:
@@ -100,19 +156,13 @@ def load_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> d
     try:
         with warnings.catch_warnings():  # e.g. pickle-protocol notes about a file refused below
             warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            return torch.load(p, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
             AttributeError, KeyError, IndexError, TypeError) as exc:
         raise CheckpointError(
             f"{what} {p}: cannot be loaded ({size} bytes; {_unreadable_reason(exc, size)}): the "
             f"file is truncated, corrupt or not a PyTorch checkpoint; re-create it with "
-            f"'tfkd-search train'") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
-        raise CheckpointError(
-            f"{what} {p}: not a tfkd-search checkpoint (expected a dict with format "
-            f"{CHECKPOINT_FORMAT!r}); train the model with 'tfkd-search train' and pass its "
-            f"checkpoint.pt")
-    return state
+            f"'tfkd-search train' or torch.save") from None
 
 
 def _unreadable_reason(exc: BaseException, size: int) -> str:

@@ -53,6 +53,7 @@ class HostedEpoch:
     metrics: dict[str, float]
     status: str
     checkpoint: dict[str, Any] | None
+    eager_reason: str | None = None
 
     def as_report(self) -> EpochReport:
         ckpt = self.checkpoint
@@ -63,7 +64,8 @@ class HostedEpoch:
             return ckpt
 
         return EpochReport(epoch=self.epoch, epochs=self.epochs, metrics=self.metrics,
-                           status=self.status, make_checkpoint=make_checkpoint)
+                           status=self.status, make_checkpoint=make_checkpoint,
+                           eager_reason=self.eager_reason)
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,8 @@ class TrialHost:
                             if event.status != "diverged"
                             and wants_checkpoint(event.epoch, event.epochs, trial.rungs, trial.every)
                             else None)
-                    out = HostedEpoch(event.epoch, event.epochs, dict(event.metrics), event.status, ckpt)
+                    out = HostedEpoch(event.epoch, event.epochs, dict(event.metrics), event.status, ckpt,
+                                      event.eager_reason)
         except StopIteration as end:
             result: TrainResult = end.value
             out = HostedEnd(result.summary())

@@ -148,8 +148,8 @@ def check_teacher(cfg: RunConfig, in_channels: int, source: str = "config", pref
 
     try:
         load_teacher(cfg, in_channels, torch.device("cpu"))
-    except CheckpointError as err:
-        raise CheckpointError(f"{source}: {prefix}teacher.checkpoint: {err}") from None
+    except (CheckpointError, ConfigError) as err:  # ConfigError: the architecture a checkpoint names
+        raise type(err)(f"{source}: {prefix}teacher.checkpoint: {err}") from None
 
 
 def check_dataset(cfg: RunConfig, source: str = "config", prefix: str = "") -> Any:
@@ -173,31 +173,40 @@ def check_fits(line: str, fits: bool, fix: str) -> None:
         raise DataError(f"the resident dataset does not fit the GPU: {line}; {fix}")
 
 
-def preflight(cfg: RunConfig, source: str = "config", prefix: str = "", load: bool = True
-              ) -> tuple[Any, Any]:
-    """Check the dataset and the teacher and load the data of `cfg` before any folder or MLflow run
-    is made, so that bad data, a bad checkpoint or a missing dataset fails in seconds and leaves
-    nothing behind. Returns (DatasetFacts, the loaded DataSplits or None without `load`; train()
-    can reuse them). Loading an imagefolder/npz dataset decodes it into the cache once."""
+def preflight(cfg: RunConfig, source: str = "config", prefix: str = "", *, load: bool = True,
+              models: bool = True, origins: dict[str, str] | None = None
+              ) -> tuple[Any, Any, list[Any]]:
+    """Check the dataset, the models (`preflight_model.check_models`, unless `models` is false: a
+    search checks them itself) and the teacher, and load the data of `cfg`, before any folder or
+    MLflow run is made, so that bad data, a model that does not build, a bad checkpoint or a
+    missing dataset fails in seconds and leaves nothing behind. Returns (DatasetFacts, the loaded
+    DataSplits or None without `load`: train() can reuse them, the checked models' facts). Loading
+    an imagefolder/npz dataset decodes it into the cache once. `origins`: the `--set` overrides by
+    path, named in a model's error instead of the file."""
+    from .preflight_model import check_models, shape_of
     from .trainer import load_run_data
 
     facts = check_dataset(cfg, source, prefix)
+    model_facts = (check_models(cfg, source, prefix, origins=origins, shape=shape_of(facts))
+                   if models else [])
     check_teacher(cfg, facts.channels, source, prefix)
-    return facts, (load_run_data(cfg) if load else None)
+    return facts, (load_run_data(cfg) if load else None), model_facts
 
 
 def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gpus: float,
                 tracker: Any | None, printer: Printer, data: Any = None, progress: bool = False,
-                ray_options: Any = None, facts: Any = None) -> list[Any]:
+                ray_options: Any = None, facts: Any = None, models: list[Any] = ()) -> list[Any]:
     """Train one run per seed (sequentially, or in parallel through Ray when `gpus` > 0).
 
-    `data`, `facts`: the splits and the dataset's facts preflight() returned (the splits are shared
-    by the sequential seeds: the split does not depend on the seed; the facts go to MLflow)."""
+    `data`, `facts`, `models`: the splits, the dataset's facts and the checked models' facts that
+    preflight() returned (the splits are shared by the sequential seeds: the split does not depend
+    on the seed; the facts go to MLflow)."""
     parent = None
     if tracker is not None:
         parent = tracker.start_parent(f"train:{out.resolve()}", f"train-{cfg.name}",
                                       tags={"tfkd.role": "final"})
-        tracker.log_params(parent, {k: v for k, v in flatten(config_to_dict(cfg)).items()})
+        tracker.log_params(parent, {**flatten(config_to_dict(cfg)),
+                                    **{k: v for f in models for k, v in f.mlflow_params().items()}})
         if facts is not None:
             tracker.log_dataset(parent, facts)
     cfgs = {s: cfg.model_copy(update={"seed": s}) for s in seeds}
@@ -219,6 +228,8 @@ def train_seeds(cfg: RunConfig, seeds: list[int], out: Path, *, resume: bool, gp
 
             def report(ep: Any, run: Any = run, prefix: str = prefix) -> None:
                 printer(epoch_line(prefix, dict(ep.metrics), ep.epochs))
+                if ep.eager_reason:
+                    printer(f"{prefix}note: {ep.eager_reason}")
                 if tracker is not None:
                     tracker.log_epoch(run, ep.metrics, ep.epoch)
 
@@ -261,8 +272,11 @@ def _num(v: Any) -> str:
 
 
 def _final_tags(res: Any) -> dict[str, Any]:
+    from .tracking import GRAPHS_TAG
+
     return {"tfkd.best_val_acc": res.best_val_acc, "tfkd.test_acc": res.test_acc,
-            "tfkd.epochs": res.epochs}
+            "tfkd.epochs": res.epochs,
+            GRAPHS_TAG: f"off: {res.eager_reason}" if res.eager_reason else None}
 
 
 def summarize(results: list[Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
@@ -50,6 +50,7 @@ from .config import (ConfigError, FieldProblems, RunConfig, Strict, attribute, b
                      set_path, validation_problems, with_overrides)
 from .errors import Problem
 from .finalists import BASELINES, fresh_seeds
+from .modelref import model_label
 from .registry import METHOD_REGISTRY, did_you_mean
 
 
@@ -197,12 +198,15 @@ class SearchSpace(Strict):
 
 class Space:
     """A validated search space: the spec, its source, the validated base config, the raw tree (with
-    overrides applied) and the overrides themselves (target path -> value, e.g. base.loss.tau)."""
+    overrides applied), the overrides themselves (target path -> value, e.g. base.loss.tau) and what
+    to call each one in a message (target path -> e.g. "--set loss.tau=2", see override_labels)."""
 
     def __init__(self, spec: SearchSpace, source: str, base: RunConfig, raw: dict[str, Any],
-                 overrides: Mapping[str, Any] | None = None) -> None:
+                 overrides: Mapping[str, Any] | None = None,
+                 origins: Mapping[str, str] | None = None) -> None:
         self.spec, self.source, self.base, self.raw = spec, source, base, raw
         self.overrides: dict[str, Any] = dict(overrides or {})
+        self.origins: dict[str, str] = dict(origins or {})
 
     @property
     def params(self) -> dict[str, Any]:
@@ -248,6 +252,24 @@ def _valid_paths() -> list[str]:
     paths = flatten(config_to_dict(RunConfig()))
     paths.pop("teacher", None)
     return sorted([*paths, "teacher.checkpoint", "teacher.model"])
+
+
+def _model_argument_problem(key: str, base_raw: Any) -> str | None:
+    """Why `key` cannot be searched as a keyword argument of the base's model reference
+    (`model.<argument>`), or None when it can (or is no such key)."""
+    if not key.startswith("model."):
+        return None
+    model = base_raw.get("model") if isinstance(base_raw, Mapping) else None
+    argument = key.removeprefix("model.")
+    if not isinstance(model, Mapping):
+        return (f"{key} is a keyword argument of a model reference, but base.model is "
+                f"{model if model is not None else 'tiny_cnn'!r}, which takes none; write base.model as "
+                f"{{_target_: 'package.module:callable', {argument}: ...}} (or timm:/torchvision: "
+                f"as its _target_)")
+    if not argument.isidentifier() or argument.startswith("_"):
+        return (f"{argument!r} is not a keyword argument name; search model.<argument> with a "
+                f"Python identifier, e.g. model.drop_rate")
+    return None
 
 
 def _override_target(key: str) -> str:
@@ -321,7 +343,11 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
     valid = _valid_paths()
     for key, dist_raw in params_raw.items():
         where = f"search.params.{key}"
-        if key not in valid:
+        argument = _model_argument_problem(key, base_raw)
+        if argument:
+            problems.append(Problem(source, where, argument))
+            continue
+        if key not in valid and not key.startswith("model."):
             problems.append(Problem(
                 source, where, f"unknown parameter {key!r}.{did_you_mean(key, valid)} Parameters "
                 f"are dotted paths of the run config, e.g. loss.tau, loss.alpha, loss.a"))
@@ -339,7 +365,7 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
         if not isinstance(base_raw, dict):
             continue
         typed = []
-        for value in _corners(dist):
+        for value in corners(dist):
             cfg, corner = check_run_config(with_overrides(base_raw, {key: value}), source,
                                            num_classes=num_classes)
             # the base's own problems are reported once, above; only what this value adds counts
@@ -354,7 +380,8 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
             # config accepts as a float; trials, MLflow and trials.parquet must see the float
             spec.search.params[key] = dist.model_copy(update={"values": typed})
 
-    space = Space(spec, source, base, raw, {targets[k]: v for k, v in overrides.items()}) \
+    origins = override_labels(overrides, labels, targets)
+    space = Space(spec, source, base, raw, {targets[k]: v for k, v in overrides.items()}, origins) \
         if spec is not None and base is not None else None
     if space is not None and space.num_trials() > spec.search.max_trials:  # type: ignore[union-attr]
         s = spec.search  # type: ignore[union-attr]
@@ -378,8 +405,7 @@ def load_space(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None
         problems.append(Problem(source, "search.resources.gpu", f"{g} does not divide one GPU; use "
                                 f"1/k (1, 0.5, 0.25, 0.2, ...) so trials pack evenly"))
     if problems:
-        labels_by_path = override_labels(overrides, labels, targets)
-        problems = attribute(problems, labels_by_path, parent_too=("search.params.",))
+        problems = attribute(problems, origins, parent_too=("search.params.",))
         header = "invalid search space"
         if any(p.origin for p in problems):
             header += f" ({source} with command-line overrides)"
@@ -406,7 +432,8 @@ def _scheduler_problems(sch: Scheduler, budget: int, source: str) -> list[Proble
     return []
 
 
-def _corners(dist: Any) -> list[Any]:
+def corners(dist: Any) -> list[Any]:
+    """The values that bound what a distribution gives: every grid/choice value, a range's ends."""
     if isinstance(dist, (Grid, Choice)):
         return list(dist.values)
     return [dist.low, dist.high]
@@ -420,21 +447,23 @@ def grid_points(space: Space) -> list[dict[str, Any]]:
 
 
 def describe(space: Space, gpus: float = 0, cpus: float | None = None, facts: Any = None,
-             gpu: tuple[str, int] | None = None) -> str:
+             gpu: tuple[str, int] | None = None, models: Sequence[Any] = ()) -> str:
     """Human-readable plan of a search (`--dry-run`, `validate`).
 
     `facts` (data.DatasetFacts) adds the dataset and its resident memory per trial and per GPU,
-    compared with `gpu` = (name, free bytes) when a GPU is visible (data.visible_gpu)."""
+    compared with `gpu` = (name, free bytes) when a GPU is visible (data.visible_gpu); `models`: the
+    facts of its checked models (`preflight_model.ModelFacts`), one line each."""
     s = space.spec.search
     b = space.base
     method = METHOD_REGISTRY.get(b.method)
     lines = [f"search space {space.spec.name!r} ({space.source})",
-             f"  base: {b.method} ({b.loss.semantics} semantics), model {b.model}, "
+             f"  base: {b.method} ({b.loss.semantics} semantics), model {model_label(b.model)}, "
              f"dataset {b.data.dataset}, budget {space.budget} of {b.schedule.epochs} epochs "
              f"(schedule mode {b.schedule.mode})",
              f"  method {b.method}: {method.summary}; uses loss fields "
              f"{', '.join(method.loss_fields) or '(none)'}"
              f"{'; needs a teacher checkpoint' if method.needs_teacher else ''}",
+             *(f"  {f.plan_line()}" for f in models),
              "  parameters:"]
     for k, d in space.params.items():
         if isinstance(d, (Grid, Choice)):

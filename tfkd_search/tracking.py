@@ -23,6 +23,8 @@ from .errors import ConfigError, EnvironmentProblem
 
 LOGGED_METRICS = ("val_acc", "val_loss", "train_loss", "train_ce", "train_kl", "lr", "images_per_s",
                   "epoch_seconds")
+# tag of a trial or seed run whose training step fell back from its CUDA graph to eager, with why
+GRAPHS_TAG = "tfkd.cuda_graphs"
 PACKAGES = ("tfkd-search", "torch", "torchvision", "ray", "optuna", "mlflow", "pandas", "pyarrow")
 
 

@@ -23,7 +23,8 @@ from .config import RunConfig, config_to_dict
 from .batches import Batches
 from .data import DataSplits, load_splits
 from .errors import CheckpointError, EnvironmentProblem
-from .io import CHECKPOINT_FORMAT, load_checkpoint
+from .io import CHECKPOINT_FORMAT, load_weights
+from .modelref import model_label, same_architecture
 from .models import build_model
 from .registry import METHOD_REGISTRY
 
@@ -40,6 +41,8 @@ class EpochReport:
     metrics: Mapping[str, float]
     status: str  # "running" | "completed" | "diverged"
     make_checkpoint: Callable[[], dict[str, Any]]  # builds the checkpoint dict only when called
+    # set on the first report after the step fell back from its CUDA graph to eager: why
+    eager_reason: str | None = None
 
 
 @dataclass
@@ -53,6 +56,7 @@ class TrainResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     run_dir: str | None = None
+    eager_reason: str | None = None  # why the step ran eagerly although CUDA graphs were on
 
     def summary(self) -> dict[str, Any]:
         """The result as strict JSON values: a missing number is None, never NaN or -1."""
@@ -106,20 +110,48 @@ def load_run_data(cfg: RunConfig) -> DataSplits:
 
 
 def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.Module:
-    """Build the teacher from its checkpoint; eval mode, no gradients."""
+    """Build the teacher from its weights; eval mode, no gradients.
+
+    `teacher.checkpoint` is a tfkd-search checkpoint (which names its architecture) or a plain
+    state_dict file (then `teacher.model` names the architecture; for tfkd_self it defaults to the
+    student's `model`)."""
     assert cfg.teacher is not None
     path = cfg.teacher.checkpoint
-    state = load_checkpoint(path, "teacher checkpoint")
-    held = state.get("model_name")
-    if cfg.teacher.model and held and held != cfg.teacher.model:
-        raise CheckpointError(f"teacher checkpoint {path}: holds a {held!r} but teacher.model is "
-                              f"{cfg.teacher.model!r}; set teacher.model: {held} or leave it out (it "
-                              f"is read from the checkpoint)")
-    arch = cfg.teacher.model or held
-    if cfg.method == "tfkd_self" and arch != cfg.model:
-        raise CheckpointError(f"teacher checkpoint {path}: holds a {arch!r} but tfkd_self needs the "
-                              f"student's own architecture {cfg.model!r}; use method: kd for another "
-                              f"architecture")
+    weights, state = load_weights(path, "teacher checkpoint")
+    arch = cfg.teacher.model if cfg.teacher.model is not None else (
+        state.get("model_name") if state is not None else
+        cfg.model if METHOD_REGISTRY.get(cfg.method).same_architecture else None)
+    if arch is None:
+        raise CheckpointError(f"teacher checkpoint {path}: holds plain weights (a state_dict), which do "
+                              f"not say what architecture they belong to; set teacher.model (a zoo name "
+                              f"or a reference such as {{_target_: 'mynets:build'}})")
+    if state is not None:
+        _check_teacher_checkpoint(cfg, state, in_channels)
+    if cfg.method == "tfkd_self" and not same_architecture(arch, cfg.model):
+        raise CheckpointError(f"teacher checkpoint {path}: holds a {model_label(arch)!r} but tfkd_self "
+                              f"needs the student's own architecture {model_label(cfg.model)!r}; use "
+                              f"method: kd for another architecture")
+    model = build_model(arch, cfg.num_classes, in_channels)
+    misfit = weights_misfit(model, weights)
+    if misfit:
+        raise CheckpointError(f"teacher checkpoint {path}: its weights do not fit "
+                              f"{model_label(arch)!r} ({misfit}); set teacher.model to the "
+                              f"architecture they were trained as (with the same keyword arguments)")
+    model.load_state_dict(weights)
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _check_teacher_checkpoint(cfg: RunConfig, state: Mapping[str, Any], in_channels: int) -> None:
+    """A tfkd-search checkpoint says what it holds: the architecture, classes and channels must fit."""
+    assert cfg.teacher is not None
+    path, held = cfg.teacher.checkpoint, state.get("model_name")
+    if cfg.teacher.model is not None and held and not same_architecture(held, cfg.teacher.model):
+        raise CheckpointError(f"teacher checkpoint {path}: holds a {model_label(held)!r} but "
+                              f"teacher.model is {model_label(cfg.teacher.model)!r}; set teacher.model: "
+                              f"{model_label(held)} or leave it out (it is read from the checkpoint)")
     if state.get("num_classes") != cfg.num_classes:
         raise CheckpointError(f"teacher checkpoint {path}: trained for {state.get('num_classes')} "
                               f"classes but {cfg.data.dataset} has {cfg.num_classes}; use a teacher "
@@ -128,17 +160,25 @@ def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.M
         raise CheckpointError(f"teacher checkpoint {path}: trained on {state.get('in_channels')}-channel "
                               f"images ({state.get('dataset')}) but {cfg.data.dataset} has {in_channels}; "
                               f"use a teacher trained on the same dataset")
-    model = build_model(str(arch), cfg.num_classes, in_channels)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"teacher checkpoint {path}: its weights do not fit a {arch!r} "
-                              f"({str(exc).splitlines()[0][:160]}); set teacher.model to the "
-                              f"architecture it was trained as") from None
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+
+
+def weights_misfit(model: nn.Module, weights: Mapping[str, torch.Tensor], shown: int = 3) -> str:
+    """Why `weights` do not load into `model` (the first missing and unexpected keys, the first shape
+    mismatches), or '' when they fit exactly."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+
+    def some(keys: list[str], quote: bool = True) -> str:
+        head = ", ".join(repr(k) if quote else k for k in keys[:shown])
+        return head + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+    parts = ([f"missing keys: {some(missing)}"] if missing else []) + (
+        [f"unexpected keys: {some(unexpected)}"] if unexpected else []) + (
+        [f"shapes differ (file vs model): {some(shapes, quote=False)}"] if shapes else [])
+    return "; ".join(parts)
 
 
 @torch.no_grad()
@@ -167,6 +207,10 @@ class StepRunner:
     schedule changes it without re-capturing. A batch of another shape (the last, partial one) runs
     eagerly on the same parameters and optimizer state. Loss parts are summed on the device; the
     caller reads them once per epoch (no host sync per step).
+
+    A model that cannot be captured (a host sync such as `.item()` or a data-dependent branch in its
+    forward, an unsupported op) does not fail its run: the capture error is kept in `eager_reason`
+    and every step from then on runs eagerly (`_capture_or_eager`).
     """
 
     WARMUP = 3
@@ -180,6 +224,7 @@ class StepRunner:
         self.graph: Any = None
         self.static: tuple[torch.Tensor, torch.Tensor] | None = None
         self.warm = 0
+        self.eager_reason: str | None = None  # set when a capture failed and the steps went eager
         if graphs:
             lr0 = float(opt.param_groups[0]["lr"])
             self.lr = torch.tensor(lr0, device=device)
@@ -216,15 +261,41 @@ class StepRunner:
             self.graph.replay()
             return
         if self.graph is None and self.warm >= self.WARMUP and x.shape[0] > 1:
-            self._capture(x, y)
+            self._capture_or_eager(x, y, lr)
+            return
+        with self._side_stream():
+            self.opt.zero_grad(set_to_none=True)
+            self._body(x, y)
+        self.warm += 1
+
+    @contextlib.contextmanager
+    def _side_stream(self) -> Any:
+        """Warm-up steps run on a side stream, as whole-network capture requires (CUDA only)."""
+        if self.device.type != "cuda":
+            yield
             return
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            self.opt.zero_grad(set_to_none=True)
-            self._body(x, y)
+            yield
         torch.cuda.current_stream(self.device).wait_stream(side)
-        self.warm += 1
+
+    def _capture_or_eager(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        """Capture the step (and run it for this batch); if the model cannot be captured, keep the
+        reason, drop the graph and run this and every later step eagerly."""
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        try:
+            self._capture(x, y)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: the run goes on eagerly
+            if stream is not None:  # a failed capture can leave its capture stream current
+                torch.cuda.set_stream(stream)
+                torch.cuda.synchronize(self.device)  # a poisoned context raises here: the run fails
+            self.graph, self.static, self.graphs = None, None, False
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            self.eager_reason = (f"the training step could not be captured in a CUDA graph "
+                                 f"({type(exc).__name__}: {first}); running eagerly (cuda_graphs: "
+                                 f"false skips the attempt)")
+            self(x, y, lr)
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.static = (x.clone(), y.clone())
@@ -234,6 +305,15 @@ class StepRunner:
             self._body(*self.static)
         self.graph = graph
         graph.replay()  # capturing records the step without running it: run it for this batch
+
+
+def wants_channels_last(setting: bool | None, use_cuda: bool, model: nn.Module) -> bool:
+    """`channels_last` (null = auto): it speeds up convolutions and is defined for 4-D tensors only,
+    so auto means CUDA and a model with 4-D (convolution) weights; a model without them (an MLP, a
+    transformer on patches) keeps the plain layout."""
+    if setting is not None:
+        return setting
+    return use_cuda and any(p.dim() == 4 for p in model.parameters())
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -283,12 +363,12 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
     device = resolve_device(cfg.device)
     use_cuda = device.type == "cuda"
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and use_cuda)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else use_cuda
     if data is None:
         data = load_run_data(cfg)
     info = data.info
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, info.num_classes, info.in_channels).to(device)
+    channels_last = wants_channels_last(cfg.channels_last, use_cuda, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = (load_teacher(cfg, info.in_channels, device)
@@ -350,6 +430,7 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
     if graphs and not use_cuda:
         raise EnvironmentProblem("cuda_graphs: true needs a CUDA device; set cuda_graphs: null or false")
     runner = StepRunner(model, teacher, opt, loss_fn, device, bf16, graphs)
+    told = False  # whether an epoch report said why the step went eager
     for epoch in range(start_epoch, epochs):
         model.train()
         t0 = time.perf_counter()
@@ -379,8 +460,10 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
             best_val = val_acc if math.isnan(best_val) else max(best_val, val_acc)
         status = "diverged" if diverged else ("completed" if epoch + 1 == epochs else "running")
         done = epoch + 1
+        news = runner.eager_reason if runner.eager_reason and not told else None
+        told = told or news is not None
         yield EpochReport(epoch=done, epochs=epochs, metrics=row, status=status,
-                          make_checkpoint=lambda d=done: make_checkpoint(d))
+                          make_checkpoint=lambda d=done: make_checkpoint(d), eager_reason=news)
         if diverged:
             break
 
@@ -390,7 +473,8 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
     last_val = history[-1]["val_acc"] if history else float("nan")
     result = TrainResult(status=status, epochs=len(history), best_val_acc=best_val,
                          last_val_acc=last_val, test_acc=test_acc, test_loss=test_loss,
-                         seconds=time.perf_counter() - t_start, history=history)
+                         seconds=time.perf_counter() - t_start, history=history,
+                         eager_reason=runner.eager_reason)
     return result
 
 
@@ -400,6 +484,7 @@ def _check_resumable(state: Mapping[str, Any], cfg: RunConfig, num_classes: int)
     if state.get("model_name") != cfg.model or state.get("num_classes") != num_classes or (
             state.get("dataset") not in (None, cfg.data.dataset)):
         raise CheckpointError(
-            f"resume checkpoint holds a {state.get('model_name')!r} trained on {state.get('dataset')} "
-            f"({state.get('num_classes')} classes), but this run is a {cfg.model!r} on "
+            f"resume checkpoint holds a {model_label(state.get('model_name'))!r} trained on "
+            f"{state.get('dataset')} ({state.get('num_classes')} classes), but this run is a "
+            f"{model_label(cfg.model)!r} on "
             f"{cfg.data.dataset} ({num_classes}); use a fresh run folder")

@@ -32,6 +32,7 @@ class RayOptions:
     gpu_wait: float = 0.0          # seconds to wait for an autoscaler to add GPU nodes
     temp_dir: str | None = None    # Ray's session folder of an embedded instance
     debug: bool = False            # Ray's own INFO lines
+    py_modules: tuple[str, ...] = ()  # the user's model code for every worker (`usercode.py_modules`)
 
 
 def _import_ray() -> Any:
@@ -202,10 +203,13 @@ def init_ray(opts: RayOptions, gpus: float, printer: Printer, storage_dir: Path 
     if ray.is_initialized():
         return ray
     address = opts.address
+    # the user's model code reaches every worker as py_modules, which Ray merges with a submitted
+    # job's working_dir (a second working_dir would be refused)
+    code = {"runtime_env": {"py_modules": list(opts.py_modules)}} if opts.py_modules else {}
     if address:
         check_address(address)
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=_log_level(opts))
+            ray.init(address=address, log_to_driver=False, logging_level=_log_level(opts), **code)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as exc:
             raise EnvironmentProblem(
                 f"--address {address}: cannot connect to a Ray cluster there "
@@ -258,7 +262,7 @@ def init_ray(opts: RayOptions, gpus: float, printer: Printer, storage_dir: Path 
                                   _node_ip_address="127.0.0.1")
     if tmp:
         kwargs["_temp_dir"] = tmp
-    ray.init(**kwargs, logging_level=_log_level(opts))
+    ray.init(**kwargs, logging_level=_log_level(opts), **code)
     printer(f"started a local Ray instance ({os.cpu_count()} CPUs, {int(gpus)} GPUs)")
     return ray
 

@@ -62,9 +62,11 @@ def halving_of(space: Space) -> Halving | None:
 def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOptions(),
                storage: str = "./tfkd_runs", name: str | None = None, resume: bool = False,
                mlflow_uri: str | None = None, results_dir: str | None = None,
-               printer: Printer = print, dataset: Any = None) -> SearchOutcome:
+               printer: Printer = print, dataset: Any = None, models: list[Any] = ()
+               ) -> SearchOutcome:
     """Run (or resume) a search and export its best configs. `dataset`: the base config's
-    data.DatasetFacts when the driver checked them (logged to the parent MLflow run)."""
+    data.DatasetFacts when the driver checked them; `models`: the facts of its checked models
+    (`preflight_model.check_space_models`); both are logged to the parent MLflow run."""
     address = ray_options.address
     preflight(address, gpus, mlflow_uri)
     if not address:  # embedded Ray on loopback only: must be set before Ray is imported
@@ -111,7 +113,8 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
                                    "scheduler": s.scheduler.kind, "num_trials": space.num_trials(),
                                    "budget_epochs": space.budget, "gpus": gpus,
                                    "ranking": ranking.describe(),
-                                   **{f"base.{k}": v for k, v in flatten(base).items()}})
+                                   **{f"base.{k}": v for k, v in flatten(base).items()},
+                                   **{k: v for f in models for k, v in f.mlflow_params().items()}})
     tracker.set_tags(parent_id, {"tfkd.git": git_revision() or "none",
                                  "tfkd.versions": json.dumps(package_versions()),
                                  "tfkd.cluster": json.dumps(ray.cluster_resources())})

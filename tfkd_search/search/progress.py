@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..runfolder import Ranking, trial_status
-from ..tracking import Tracker
-from .trial import SCORE
+from ..tracking import GRAPHS_TAG, Tracker
+from .trial import EAGER_REASON, SCORE
 
 Printer = Callable[[str], None]
 
@@ -79,6 +79,9 @@ def make_callback(tracking: dict[str, Any], params: list[str], budget: int, rank
             run_id = self.tracker.child(trial.trial_id, f"trial-{trial.trial_id}")
             epoch = int(result.get("epoch", result.get("training_iteration", 0)))
             self.tracker.log_epoch(run_id, result, epoch)
+            if result.get(EAGER_REASON):  # said once per trial process: the step went eager
+                self.tracker.set_tags(run_id, {GRAPHS_TAG: f"off: {result[EAGER_REASON]}"})
+                self.printer(f"[{_now()}] trial {trial.trial_id}: {result[EAGER_REASON]}")
             value = float(result.get(SCORE, float("nan")))
             if value == value:
                 prev = self._best.get(trial.trial_id)

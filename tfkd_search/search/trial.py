@@ -13,6 +13,8 @@ from ..spaces import Choice, Grid, IntRange, LogUniform, Uniform
 
 # Tune ranks and schedules on this key: the space's metric averaged over the last `window` epochs.
 SCORE = "score"
+# The result key that carries why a trial's step went eager (once; `trainer.StepRunner`).
+EAGER_REASON = "eager_reason"
 # Score reported for a diverged trial so that schedulers and searchers move away from it.
 WORST = {"max": 0.0, "min": 1e9}
 STATE_FILE = "state.pt"
@@ -45,9 +47,12 @@ def oom_advice(cfg: Any, gpu_share: float, detail: str) -> str:
     fewer = (f"fewer trials per GPU (search.resources.gpu: {min(1.0, gpu_share * 2):g} runs "
              f"{max(1, per_gpu // 2)} per GPU instead of {per_gpu})" if per_gpu > 1 else
              "a GPU with more memory")
-    return (f"CUDA out of memory in a trial of {cfg.model} at batch {cfg.optim.batch_size} with "
-            f"{per_gpu} trial(s) per GPU: use {fewer}, or a smaller batch (base.optim.batch_size; "
-            f"the lr follows it through optim.lr_batch) [{detail.splitlines()[0][:200]}]")
+    from ..modelref import model_label
+
+    return (f"CUDA out of memory in a trial of {model_label(cfg.model)} at batch "
+            f"{cfg.optim.batch_size} with {per_gpu} trial(s) per GPU: use {fewer}, or a smaller batch "
+            f"(base.optim.batch_size; the lr follows it through optim.lr_batch) "
+            f"[{detail.splitlines()[0][:200]}]")
 
 
 def train_explaining_oom(train: Any, cfg: Any, gpu_share: float, **kwargs: Any) -> Any:
@@ -97,7 +102,9 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode
         m = dict(ep.metrics)
         values.append(float(m.get(metric, float("nan"))))
         diverged = ep.status == "diverged"
-        result = _result(m, ep.epoch, metric, window, values, diverged=diverged)
+        result: dict[str, Any] = _result(m, ep.epoch, metric, window, values, diverged=diverged)
+        if ep.eager_reason:
+            result[EAGER_REASON] = ep.eager_reason
         if diverged:
             # A diverged trial is a bad region, not a crash: report the worst score so the scheduler
             # stops it and the searcher learns to avoid the region; the search goes on.
