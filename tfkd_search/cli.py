@@ -50,6 +50,16 @@ def _code_flag(p: argparse.ArgumentParser) -> None:
                         "current folder is searched too)")
 
 
+def _training_flags(p: argparse.ArgumentParser, data_default: str, mlflow_default: str) -> None:
+    """The flags of the commands that train run configs (train, final)."""
+    p.add_argument("--data-dir", help=f"dataset folder (default {data_default})")
+    p.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    p.add_argument("--mlflow-uri", help=f"MLflow tracking URI (default {mlflow_default})")
+    p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
+    _code_flag(p)
+    _ray_flags(p)
+
+
 def _ray_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-wait", type=float, default=float(os.environ.get("TFKD_GPU_WAIT_S") or 0),
                    metavar="SECONDS", help="on an autoscaling cluster, ask for the GPUs and wait up "
@@ -101,12 +111,7 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--out", help="run folder (default STORAGE/train/NAME)")
         p.add_argument("--storage", default="./tfkd_runs", help="default ./tfkd_runs")
         p.add_argument("--resume", action="store_true", help="continue from the run's checkpoints")
-        p.add_argument("--data-dir", help="dataset folder (default ./data)")
-        p.add_argument("--download", action="store_true", help="download CIFAR if missing")
-        p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite in --storage)")
-        p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
-        _code_flag(p)
-        _ray_flags(p)
+        _training_flags(p, data_default="./data", mlflow_default="sqlite in --storage")
     elif cmd == "export":
         p.description = ("Write the top-k configs of a search to RUN_DIR/best/rank<k>.yaml (in the "
                          "finalists' order, when the search had finalists) and the baselines "
@@ -125,12 +130,8 @@ def _sub_parser(cmd: str) -> argparse.ArgumentParser:
         p.add_argument("--gpus", type=float, default=0, help="train the runs in parallel on N GPUs")
         p.add_argument("--resume", action="store_true",
                        help="keep finished runs, continue unfinished ones from their checkpoints")
-        p.add_argument("--data-dir", help="dataset folder (default: the configs' data.data_dir)")
-        p.add_argument("--download", action="store_true", help="download CIFAR if missing")
-        p.add_argument("--mlflow-uri", help="MLflow tracking URI (default sqlite beside RUN_DIR)")
-        p.add_argument("--no-mlflow", action="store_true", help="do not track in MLflow")
-        _ray_flags(p)
-        _code_flag(p)
+        _training_flags(p, data_default="the configs' data.data_dir",
+                        mlflow_default="sqlite beside RUN_DIR")
     elif cmd == "validate":
         p.description = "Check a search space (or run config with --config) and print the plan."
         p.add_argument("space", nargs="?")
