@@ -204,3 +204,17 @@ def test_finalists_cli_and_bad_input(replay, tmp_path, capsys):
     write(df[df["config_id"] != "ce"], meta, tmp_path / "no_ce.parquet")
     with pytest.raises(SystemExit, match="ce baseline"):
         _run(replay, tmp_path / "no_ce.parquet", ["top2 n3:top=2;seeds=3"], replays=2)
+
+
+@pytest.mark.parametrize("name,spread", [("digits-tiny_cnn", 0.0), ("cifar10-tiny_cnn", 0.0),
+                                         ("cifar10-tiny_cnn-mix", 2.0)])
+def test_recorded_curves_for_the_finalists_replays(replay, name, spread):
+    """The committed curves hold 6 seeds of every config, CE and LSR (eps 0.1) among them; the mix
+    setting's config means (stand-in test) span at least 2 points."""
+    path = ROOT / "benchmarks" / "results" / f"curves-{name}.parquet"
+    curves = replay.Curves(path)
+    assert curves.seeds >= 6 and min(len(v) for v in curves.values.values()) == max(
+        len(v) for v in curves.values.values())
+    assert replay.baseline_ids(curves) == {"ce": "ce", "lsr": "lsr:eps=0.1"}
+    means = [100 * curves.final_test(c) for c in curves.ids]
+    assert max(means) - min(means) >= spread
