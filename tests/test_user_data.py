@@ -377,7 +377,8 @@ def test_search_on_an_image_folder_trains_from_the_cache_and_logs_the_dataset(tm
     root = folder(tmp_path / "d", {"train": {"cat": 10, "dog": 10}, "val": {"cat": 2, "dog": 2}})
     space = {"name": "mine", "base": _run_cfg({"dataset": "imagefolder", "data_dir": str(root)}),
              "search": {"params": {"loss.a": {"kind": "grid", "values": [0.9, 0.99]}},
-                        "scheduler": {"kind": "none"}, "resources": {"cpu": 1}}}
+                        "scheduler": {"kind": "none"}, "resources": {"cpu": 1},
+                        "finalists": {"top": 0}}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     res = run_cli(["--space", str(tmp_path / "space.yaml"), "--storage", str(tmp_path / "runs")], env,
                   timeout=600)

@@ -475,7 +475,9 @@ def test_search_with_user_models_from_the_current_folder_and_a_code_dir(tmp_path
                "checkpoint": "teacher.pt", "model": teacher},
                schedule={"epochs": 2, "milestones": [1], "warmup_epochs": 1}),
            "search": {"params": {"model.width": {"kind": "grid", "values": [4, 6]}},
-                      "scheduler": {"kind": "none"}, "resources": {"cpu": 1, "gpu": 0}},
+                      "scheduler": {"kind": "none"}, "resources": {"cpu": 1, "gpu": 0},
+                      # the finalists stage with your model and teacher: one finalist, CE and LSR
+                      "finalists": {"top": 1, "seeds": 1}},
            "export": {"top_k": 2, "seeds": [0], "epochs": 2}}
     write(work / "space.yaml", doc)
     env = cli_env()
@@ -487,6 +489,11 @@ def test_search_with_user_models_from_the_current_folder_and_a_code_dir(tmp_path
     rank1 = yaml.safe_load((work / "runs" / "byo" / "best" / "rank1.yaml").read_text())
     assert rank1["model"] == {**student, "width": rank1["model"]["width"]}
     assert rank1["teacher"]["model"] == teacher
+    # the finalists and the baselines ran your model too, and the baselines carry it unchanged
+    fin = pd.read_parquet(work / "runs" / "byo" / "finalists.parquet")
+    assert sorted(fin["name"]) == ["ce", "finalist1", "lsr"] and set(fin["status"]) == {"completed"}
+    ce = yaml.safe_load((work / "runs" / "byo" / "best" / "baseline-ce.yaml").read_text())
+    assert ce["method"] == "ce" and ce["model"] == student
     parent, _ = search_runs(f"sqlite:///{work / 'runs' / 'mlflow.db'}", "byo")
     assert parent.data.params["model_reference"] == "cwd_nets:build(width=4)"
     assert parent.data.params["teacher_reference"] == "dir_nets:build(width=4)"
