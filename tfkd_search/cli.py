@@ -25,7 +25,7 @@ EPILOG = """examples:
   tfkd-search --space search_spaces/tfkd_reg.yaml --dry-run       # show the plan only
   tfkd-search --space SPACE --resume --name NAME                  # continue an interrupted search
   tfkd-search export tfkd_runs/NAME --top 3                       # best configs -> NAME/best/
-  tfkd-search final tfkd_runs/NAME --gpus 4                      # exported configs vs CE and LSR
+  tfkd-search final tfkd_runs/NAME --gpus 4                       # exported configs vs CE and LSR
   tfkd-search train --config tfkd_runs/NAME/best/rank1.yaml --seeds 3 --gpus 3
   mlflow ui --backend-store-uri sqlite:///$PWD/tfkd_runs/mlflow.db --host 127.0.0.1
 """
