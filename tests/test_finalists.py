@@ -90,3 +90,13 @@ def test_standings_with_two_seeds_give_no_interval_and_say_so():
     text = format_standings(rows)
     assert "+5.00 (no interval)" in text
     assert "only 2 paired seeds; an interval needs 3" in text
+
+
+def test_standings_without_baselines_rank_and_say_there_is_nothing_to_compare_with():
+    """An export made before baselines existed: `final` still ranks the configs, and says so."""
+    rows = standings({"rank1": {0: 0.90, 1: 0.92, 2: 0.91}, "rank2": {0: 0.93, 1: 0.94, 2: 0.95}},
+                     ["rank1", "rank2"])
+    assert [r.name for r in rows] == ["rank2", "rank1"] and rows[0].headline() is None
+    text = format_standings(rows)
+    assert text.splitlines()[2].rstrip().endswith("(no baseline to compare with)")
+    assert "(baseline)" not in text

@@ -164,7 +164,8 @@ def format_standings(rows: Sequence[Standing], metric: str = "val_acc",
                 cells.append(f"{c.diff * scale:+.2f} [{c.low * scale:+.2f}, {c.high * scale:+.2f}]{mark}")
                 notes.add(f"intervals: {'paired t on the per-seed differences' if c.paired else 'Welch'}")
         h = r.headline()
-        cells.append("(baseline)" if h is None else f"{h.verdict} than {r.against.upper()}"
+        cells.append("(baseline)" if r.role == "baseline" else "(no baseline to compare with)"
+                     if h is None else f"{h.verdict} than {r.against.upper()}"
                      if h.verdict != VERDICTS[2] else f"{h.verdict} to {r.against.upper()}")
         body.append(cells)
     widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
