@@ -10,9 +10,13 @@ from torch import nn
 
 
 def small_cnn(num_classes: int, width: int = 16, in_channels: int = 1, drop_rate: float = 0.0) -> nn.Module:
-    """Two conv blocks and a linear head; `width` channels in the first block, twice that in the second."""
+    """Three conv blocks (`width`, 2x and 4x `width` channels, the first two halving the image) and a
+    linear head on the globally pooled features."""
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop_rate), nn.Linear(2 * width, num_classes))
+        *block(in_channels, width), nn.MaxPool2d(2), *block(width, 2 * width), nn.MaxPool2d(2),
+        *block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop_rate),
+        nn.Linear(4 * width, num_classes))
