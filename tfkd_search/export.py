@@ -103,7 +103,7 @@ def export_best(run_dir: str | Path, top: int | None = None, seeds: list[int] | 
                  for r in rows if r.role == "baseline"}
     else:
         for rank, (_, row) in enumerate(ranking.rank(trials).head(top).iterrows(), start=1):
-            values = {k: _plain(row[k]) for k in params}
+            values = {k: plain_value(row[k]) for k in params}
             files.append((f"rank{rank}", values,
                           f"# trial {row['trial_id']} ({row['status']}, {int(row['epochs'])} epochs): "
                           f"score {row['score']:.4f} ({ranking.describe()}), best val_acc "
@@ -125,17 +125,18 @@ def export_best(run_dir: str | Path, top: int | None = None, seeds: list[int] | 
         path = folder.best_dir / f"{stem}.yaml"
         atomic_write_text(path, text + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         paths.append(path)
-    answer = answer_text(folder.path)
+    answer = answer_text(folder.path, rows)
     if answer:
         atomic_write_text(folder.best_dir / ANSWER_FILE, answer + "\n")
     return paths
 
 
-def answer_text(run_dir: str | Path) -> str | None:
+def answer_text(run_dir: str | Path, rows: list[Any] | None = None) -> str | None:
     """The finalists stage's answer as text: is the found config better than CE and LSR, and how
-    sure is that (None for a search without a finalists stage)."""
+    sure is that (None for a search without a finalists stage). `rows`: the folder's standings when
+    the caller has read them already."""
     folder = RunFolder(run_dir)
-    rows = folder.standings()
+    rows = folder.standings() if rows is None else rows
     if not rows:
         return None
     plan = folder.read_state()["finalists_plan"]
@@ -172,7 +173,8 @@ def _export_block(folder: RunFolder) -> dict[str, Any]:
     return ExportBlock.model_validate(folder.read_space_raw().get("export", {}) or {}).model_dump()
 
 
-def _plain(v: Any) -> Any:
+def plain_value(v: Any) -> Any:
+    """A table cell as a plain Python value (numpy scalars unwrapped)."""
     if hasattr(v, "item"):
         return v.item()
     return v

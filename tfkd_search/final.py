@@ -66,9 +66,9 @@ def run_final(run_dir: str | Path, *, seeds: int | None = None, gpus: float = 0,
                                   for n, p in configs.items()}
     seed_list = seeds_for(cfgs["rank1"] if "rank1" in cfgs else next(iter(cfgs.values())), seeds)
     out = folder.path / FINAL_DIR
-    data = None
+    data = None  # loaded once here for runs in this process; Ray tasks (--gpus) load their own
     for n, cfg in cfgs.items():  # every config's data, models and teacher before anything is written
-        _, loaded, _ = preflight(cfg, source=str(configs[n]), load=data is None)
+        _, loaded, _ = preflight(cfg, source=str(configs[n]), load=data is None and not gpus)
         data = loaded if data is None else data
     for n in cfgs:
         prepare_out(out / n, [s for s in seed_list if not (resume and _done(out / n / f"seed{s}"))],
@@ -101,8 +101,8 @@ def run_final(run_dir: str | Path, *, seeds: int | None = None, gpus: float = 0,
             cfg, d = runs[key]
             res = run_one(cfg, d, resume=resume, data=data)
             summaries[key] = res.summary()
-            printer(f"{key[0]} seed {key[1]}: {res.status}, {metric_of(summaries[key])[0]} "
-                    f"{metric_of(summaries[key])[1]:.4f}")
+            measure, score = metric_of(summaries[key])
+            printer(f"{key[0]} seed {key[1]}: {res.status}, {measure} {score:.4f}")
     table = _table(jobs, summaries, out)
     atomic_write_parquet(table, out / RESULTS_FILE)
     rows, measure = final_standings(table)

@@ -30,10 +30,13 @@ from .progress import make_callback
 from .scheduler import RUNGS_FILE, make_scheduler, read_halving
 from .storage import is_object_store, join_uri, prepare_run_dir, resolve_paths, space_digest, \
     upload_results
-from .trial import SCORE, record_of, run_trial, to_tune
+from .trial import SCORE, record_of, restore, run_config, run_trial, to_tune, trainable
 
 Printer = Callable[[str], None]
 SHOWN = 5  # trials in the end-of-search table
+# a trial with one of these statuses will not run again (a trial stopped at a rung neither: the halving
+# records it)
+ENDED = (TrialStatus.ERRORED, TrialStatus.DIVERGED, TrialStatus.COMPLETED)
 
 
 @dataclass
@@ -215,19 +218,13 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
 def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dict[str, Any],
            gpu_share: float, conc: int | None, storage_root: str, name: str, run_dir: Path,
            resume: bool, exp_path: str, callback: Any, registry: Any = None) -> Any:
-    from ray import tune
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+    from ray.tune import TuneConfig, Tuner
+
     s = space.spec.search
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base, metric=ranking.metric, mode=ranking.mode,
-                             window=ranking.window,
-                             rungs=list(halving.rungs) if halving is not None else [],
-                             cpus=s.resources.cpu,
-                             gpu_share=gpu_share, source=space.source, registry=registry),
-        {"cpu": s.resources.cpu, "gpu": gpu_share})
+    fn = trainable(run_trial, space, ranking, base=base, gpu_share=gpu_share, registry=registry,
+                   rungs=halving.rungs if halving is not None else [])
     if resume:
-        return Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=False,
-                             restart_errored=False)
+        return restore(exp_path, fn)
     from .searchers import make_searcher
 
     # With synchronous rungs, trials waiting at a rung hold no resources: the searcher caps only the
@@ -239,20 +236,13 @@ def _tuner(space: Space, ranking: Ranking, halving: Halving | None, *, base: dic
     scheduler = (make_scheduler(halving, run_dir / RUNGS_FILE, max_running=conc if sync else None)
                  if halving is not None else None)
     return Tuner(
-        trainable,
+        fn,
         param_space={k: to_tune(d) for k, d in space.params.items()},
         tune_config=TuneConfig(metric=SCORE, mode=ranking.mode, search_alg=searcher,
                                scheduler=scheduler, num_samples=s.num_samples,
                                trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
                                reuse_actors=True),  # torch imports once per actor, not per trial
-        run_config=RunConfig(
-            name=name, storage_path=storage_root, verbose=0, callbacks=[callback],
-            failure_config=FailureConfig(max_failures=s.max_failures),
-            # num_to_keep=1: Tune snapshots the experiment state after every trial checkpoint
-            # (it forces one once a trial has made num_to_keep checkpoints since the last), so a
-            # driver killed right after a trial's last epoch resumes that trial from its final
-            # checkpoint instead of training its last epoch again
-            checkpoint_config=CheckpointConfig(num_to_keep=1)))
+        run_config=run_config(space, name=name, storage_path=storage_root, callback=callback))
 
 
 def _fit(tuner: Any, tracker: Tracker, parent_id: str, name: str, exp_path: str) -> Any:
@@ -295,8 +285,7 @@ def _finalists_stage(space: Space, folder: RunFolder, ranked: Any, ranking: Rank
                                                     printer, describe=finalstage.describe_run))
     results = _fit(tuner, tracker, parent_id, space.spec.name, path)
     done = [finalstage.record(r, space, ranking) for r in results]
-    ended = (TrialStatus.ERRORED, TrialStatus.DIVERGED, TrialStatus.COMPLETED)
-    left = [rec for _, rec in done if rec.status not in ended]
+    left = [rec for _, rec in done if rec.status not in ENDED]
     if left or len(done) < len(runs):
         _interrupted(tracker, parent_id, f"search {tracking['experiment']!r} interrupted in its "
                      f"finalists stage: {len(done) - len(left)} of {len(runs)} runs finished; their "
@@ -330,8 +319,7 @@ def _unfinished(records: list[TrialRecord], rungs_file: Path) -> list[str]:
     a rung (the halving's own record, `rungs_file`)."""
     saved = read_halving(rungs_file)
     stopped = saved.ended() if saved is not None else set()
-    ended = (TrialStatus.ERRORED, TrialStatus.DIVERGED, TrialStatus.COMPLETED)
-    return [r.trial_id for r in records if r.status not in ended and r.trial_id not in stopped]
+    return [r.trial_id for r in records if r.status not in ENDED and r.trial_id not in stopped]
 
 
 def _record(result: Any, space: Space, ranking: Ranking) -> TrialRecord:

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..export import plain_value
 from ..finalists import BASELINES, baseline_overrides, choose, fresh_seeds, label, seeds_avoiding
 from ..runfolder import FINALISTS_DIR, Ranking, TrialRecord
 from ..spaces import Space
 from .storage import join_uri
-from .trial import record_of
+from .trial import record_of, restore, run_config, run_finalist, trainable
 
 
 def make_plan(space: Space, ranked: Any, teacher_seed: int | None) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def make_plan(space: Space, ranked: Any, teacher_seed: int | None) -> dict[str, 
     taken = {base.seed} | ({teacher_seed} if teacher_seed is not None else set())
     seeds = seeds_avoiding(fresh_seeds(base.seed, f.seeds), taken)
     params = list(space.params)
-    rows = [{k: _plain(r[k]) for k in params} for _, r in ranked.iterrows()]
+    rows = [{k: plain_value(r[k]) for k in params} for _, r in ranked.iterrows()]
     entries: list[dict[str, Any]] = []
     for k, p in enumerate(choose(rows, f.top), start=1):
         entries.append({"name": f"finalist{k}", "role": "finalist", "search_rank": k, "params": p,
@@ -65,28 +66,18 @@ def tuner(space: Space, plan: Mapping[str, Any], ranking: Ranking, *, base: dict
     """A Tune Tuner of the stage: a grid over the planned runs, no early stopping, the search's
     resources, retries and checkpoint rules; its experiment is `<exp_path>/finalists`."""
     from ray import tune
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+    from ray.tune import TuneConfig, Tuner
 
-    from .trial import run_finalist
-
-    s = space.spec.search
-    trainable = tune.with_resources(
-        tune.with_parameters(run_finalist, base=base, metric=ranking.metric, mode=ranking.mode,
-                             window=ranking.window, rungs=[], cpus=s.resources.cpu,
-                             gpu_share=gpu_share, source=space.source, registry=registry),
-        {"cpu": s.resources.cpu, "gpu": gpu_share})
+    fn = trainable(run_finalist, space, ranking, base=base, gpu_share=gpu_share, rungs=[],
+                   registry=registry)
     path = stage_path(exp_path)
     if resume:
-        return Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
-                             restart_errored=False)
+        return restore(path, fn)
     return Tuner(
-        trainable, param_space={"run": tune.grid_search(runs_of(plan))},
+        fn, param_space={"run": tune.grid_search(runs_of(plan))},
         tune_config=TuneConfig(max_concurrent_trials=conc, reuse_actors=True,
                                trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
-        run_config=RunConfig(name=FINALISTS_DIR, storage_path=exp_path, verbose=0,
-                             callbacks=[callback],
-                             failure_config=FailureConfig(max_failures=s.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)))
+        run_config=run_config(space, name=FINALISTS_DIR, storage_path=exp_path, callback=callback))
 
 
 def stage_path(exp_path: str) -> str:
@@ -98,7 +89,3 @@ def record(result: Any, space: Space, ranking: Ranking) -> tuple[dict[str, Any],
     """A Tune `Result` of the stage as (its planned run, the run folder's trial record)."""
     run = dict((result.config or {}).get("run") or {})
     return run, record_of(result, dict(run.get("params") or {}), budget=space.budget, ranking=ranking)
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v

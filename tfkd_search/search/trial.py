@@ -128,6 +128,42 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode
         train_explaining_oom(train, cfg, gpu_share, report=report, resume=state)
 
 
+def trainable(fn: Any, space: Any, ranking: Any, *, base: dict[str, Any], gpu_share: float,
+              rungs: Sequence[int], registry: Any = None) -> Any:
+    """`fn` (`run_trial`, `run_finalist`) as a Tune trainable: the search's base config, ranking and
+    rungs bound to it, the space's resources per trial."""
+    from ray import tune
+
+    cpu = space.spec.search.resources.cpu
+    return tune.with_resources(
+        tune.with_parameters(fn, base=base, metric=ranking.metric, mode=ranking.mode,
+                             window=ranking.window, rungs=list(rungs), cpus=cpu, gpu_share=gpu_share,
+                             source=space.source, registry=registry),
+        {"cpu": cpu, "gpu": gpu_share})
+
+
+def run_config(space: Any, *, name: str, storage_path: str, callback: Any) -> Any:
+    """Tune's RunConfig of a search stage: the space's retries, one checkpoint kept per trial."""
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig
+
+    return RunConfig(
+        name=name, storage_path=storage_path, verbose=0, callbacks=[callback],
+        failure_config=FailureConfig(max_failures=space.spec.search.max_failures),
+        # num_to_keep=1: Tune snapshots the experiment state after every trial checkpoint (it forces
+        # one once a trial has made num_to_keep checkpoints since the last), so a driver killed right
+        # after a trial's last epoch resumes that trial from its final checkpoint instead of training
+        # its last epoch again
+        checkpoint_config=CheckpointConfig(num_to_keep=1))
+
+
+def restore(path: str, fn: Any) -> Any:
+    """The Tuner of an interrupted stage at `path`: unfinished trials continue, errored ones stay."""
+    from ray.tune import Tuner
+
+    return Tuner.restore(path, fn, resume_unfinished=True, resume_errored=False,
+                         restart_errored=False)
+
+
 def run_finalist(config: dict[str, Any], **kwargs: Any) -> None:
     """Ray Tune trainable of the finalists stage (`finalstage`): one planned run, i.e. `run_trial`
     with the run's config changes (searched values or a baseline's method, and its seed)."""
