@@ -16,7 +16,7 @@ import yaml
 from .config import TEACHER_METHODS, build_run_config, config_to_dict
 from .overrides import with_overrides
 from .errors import CheckpointError, ConfigError
-from .finalists import BASELINES, baseline_overrides, format_standings, seeds_avoiding
+from .finalists import BASELINES, baseline_overrides, format_standings, row_labels, seeds_avoiding
 from .stats import format_comparison, format_summary
 from .io import atomic_write_text
 from .runfolder import RunFolder
@@ -140,8 +140,7 @@ def answer_text(run_dir: str | Path, rows: list[Any] | None = None) -> str | Non
     if not rows:
         return None
     plan = folder.read_state()["finalists_plan"]
-    labels = {e["name"]: e["name"] if e["role"] == "baseline" else f"{e['name']} ({e['label']})"
-              for e in plan["entries"]}
+    labels = row_labels(plan)
     ranking = folder.ranking()
     return (f"finalists and baselines on fresh seeds {plan['seeds']} at the search budget, ranked by "
             f"their mean score ({ranking.describe().split(';')[0]}); rank 1 is best/rank1.yaml:\n"

@@ -22,7 +22,7 @@ from .stats import (VERDICTS, Comparison, Summary, compare, format_comparison, f
                     summarize)
 
 __all__ = ["BASELINES", "baseline_overrides", "choose", "fresh_seeds", "label", "rank", "scores_key", "seeds_avoiding",
-           "Standing", "format_standings", "standings"]
+           "Standing", "format_standings", "row_labels", "standings"]
 
 # The baselines every finalist is compared with, by label: the config changes that make them from
 # the search's base config (LSR's eps is the space's, else 0.1).
@@ -137,6 +137,12 @@ def standings(scores: Mapping[str, Mapping[int, float]], order: Sequence[str], m
         out.append(Standing(n, "finalist", dict(scores[n]), summarize(scores[n].values()), vs, stronger))
     out += [Standing(b, "baseline", dict(scores[b]), summarize(scores[b].values()), {}) for b in bases]
     return out
+
+
+def row_labels(plan: Mapping[str, Any]) -> dict[str, str]:
+    """The answer table's row names from a finalists plan: 'finalist1 (loss.tau=4,...)', 'ce', 'lsr'."""
+    return {e["name"]: e["name"] if e["role"] == "baseline" else f"{e['name']} ({e['label']})"
+            for e in plan.get("entries", [])}
 
 
 def format_standings(rows: Sequence[Standing], metric: str = "val_acc",

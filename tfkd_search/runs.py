@@ -136,7 +136,8 @@ def prepare_out(out: Path, seeds: list[int], resume: bool) -> None:
                                  f"writable --out or --storage") from None
 
 
-def check_teacher(cfg: RunConfig, in_channels: int, source: str = "config", prefix: str = "") -> None:
+def check_teacher(cfg: RunConfig, in_channels: int, source: str = "config", prefix: str = "",
+                  num_classes: int | None = None) -> None:
     """Load the teacher checkpoint of a kd/tfkd_self config on the CPU: a missing, truncated or
     mismatched (architecture, class count, channels) file fails here, before any run starts."""
     if cfg.method not in TEACHER_METHODS or cfg.teacher is None:
@@ -147,7 +148,7 @@ def check_teacher(cfg: RunConfig, in_channels: int, source: str = "config", pref
     from .trainer import load_teacher
 
     try:
-        load_teacher(cfg, in_channels, torch.device("cpu"))
+        load_teacher(cfg, in_channels, torch.device("cpu"), num_classes)
     except (CheckpointError, ConfigError) as err:  # ConfigError: the architecture a checkpoint names
         raise type(err)(f"{source}: {prefix}teacher.checkpoint: {err}") from None
 
@@ -189,7 +190,7 @@ def preflight(cfg: RunConfig, source: str = "config", prefix: str = "", *, load:
     facts = check_dataset(cfg, source, prefix)
     model_facts = (check_models(cfg, source, prefix, origins=origins, shape=shape_of(facts))
                    if models else [])
-    check_teacher(cfg, facts.channels, source, prefix)
+    check_teacher(cfg, facts.channels, source, prefix, facts.num_classes)
     return facts, (load_run_data(cfg) if load else None), model_facts
 
 

@@ -109,13 +109,16 @@ def load_run_data(cfg: RunConfig) -> DataSplits:
                        num_classes=d.num_classes, cache_dir=d.cache_dir)
 
 
-def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.Module:
+def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device,
+                 num_classes: int | None = None) -> nn.Module:
     """Build the teacher from its weights; eval mode, no gradients.
 
     `teacher.checkpoint` is a tfkd-search checkpoint (which names its architecture) or a plain
     state_dict file (then `teacher.model` names the architecture; for tfkd_self it defaults to the
-    student's `model`)."""
+    student's `model`). `num_classes`: the dataset's, when the caller has it (else `cfg.num_classes`,
+    which reads an imagefolder/npz dataset's listing)."""
     assert cfg.teacher is not None
+    classes = cfg.num_classes if num_classes is None else num_classes
     path = cfg.teacher.checkpoint
     weights, state = load_weights(path, "teacher checkpoint")
     arch = cfg.teacher.model if cfg.teacher.model is not None else (
@@ -126,12 +129,12 @@ def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.M
                               f"not say what architecture they belong to; set teacher.model (a zoo name "
                               f"or a reference such as {{_target_: 'mynets:build'}})")
     if state is not None:
-        _check_teacher_checkpoint(cfg, state, in_channels)
+        _check_teacher_checkpoint(cfg, state, in_channels, classes)
     if cfg.method == "tfkd_self" and not same_architecture(arch, cfg.model):
         raise CheckpointError(f"teacher checkpoint {path}: holds a {model_label(arch)!r} but tfkd_self "
                               f"needs the student's own architecture {model_label(cfg.model)!r}; use "
                               f"method: kd for another architecture")
-    model = build_model(arch, cfg.num_classes, in_channels)
+    model = build_model(arch, classes, in_channels)
     misfit = weights_misfit(model, weights)
     if misfit:
         raise CheckpointError(f"teacher checkpoint {path}: its weights do not fit "
@@ -144,7 +147,8 @@ def load_teacher(cfg: RunConfig, in_channels: int, device: torch.device) -> nn.M
     return model
 
 
-def _check_teacher_checkpoint(cfg: RunConfig, state: Mapping[str, Any], in_channels: int) -> None:
+def _check_teacher_checkpoint(cfg: RunConfig, state: Mapping[str, Any], in_channels: int,
+                              classes: int) -> None:
     """A tfkd-search checkpoint says what it holds: the architecture, classes and channels must fit."""
     assert cfg.teacher is not None
     path, held = cfg.teacher.checkpoint, state.get("model_name")
@@ -152,9 +156,9 @@ def _check_teacher_checkpoint(cfg: RunConfig, state: Mapping[str, Any], in_chann
         raise CheckpointError(f"teacher checkpoint {path}: holds a {model_label(held)!r} but "
                               f"teacher.model is {model_label(cfg.teacher.model)!r}; set teacher.model: "
                               f"{model_label(held)} or leave it out (it is read from the checkpoint)")
-    if state.get("num_classes") != cfg.num_classes:
+    if state.get("num_classes") != classes:
         raise CheckpointError(f"teacher checkpoint {path}: trained for {state.get('num_classes')} "
-                              f"classes but {cfg.data.dataset} has {cfg.num_classes}; use a teacher "
+                              f"classes but {cfg.data.dataset} has {classes}; use a teacher "
                               f"trained on the same dataset")
     if state.get("in_channels", in_channels) != in_channels:
         raise CheckpointError(f"teacher checkpoint {path}: trained on {state.get('in_channels')}-channel "
@@ -371,7 +375,7 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
     channels_last = wants_channels_last(cfg.channels_last, use_cuda, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    teacher = (load_teacher(cfg, info.in_channels, device)
+    teacher = (load_teacher(cfg, info.in_channels, device, info.num_classes)
                if METHOD_REGISTRY.get(cfg.method).needs_teacher else None)
     if teacher is not None and channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)

@@ -251,6 +251,7 @@ def _answer_section(data: RunData, figure: Any) -> str | None:
     """The answer with its confidence: the finalists stage (search budget, fresh seeds) and, once
     `tfkd-search final` ran, the final runs (full schedule); None for a search with neither."""
     from ..final import final_standings, read_results
+    from ..finalists import row_labels
     from ..runfolder import RunFolder
 
     out = ""
@@ -261,8 +262,7 @@ def _answer_section(data: RunData, figure: Any) -> str | None:
         return _note(f"The finalists' table could not be read: {exc}")
     if rows:
         plan = data.state.get("finalists_plan") or {}
-        labels = {e["name"]: e["name"] if e["role"] == "baseline" else f"{e['name']} ({e['label']})"
-                  for e in plan.get("entries", [])}
+        labels = row_labels(plan)
         out += "<h3>Finalists at the search budget</h3>" + _standings_block(
             rows, data.metric, labels, figure, "finalists.png",
             f"The best configs of the search and the baselines CE and LSR, trained again for "
