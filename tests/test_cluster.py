@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from _proc import free_port, kill_tree, ray_processes, wait_for
+from _proc import kill_tree, ray_processes, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -294,6 +296,8 @@ print(json.dumps({"alive": alive, "pids": pids}))
 class LocalCluster:
     """Ray nodes on 127.0.0.1, each a `ray start --block` in its own session, ports and temp dir."""
 
+    made = 0
+
     def __init__(self) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="tc", dir="/tmp"))  # short: AF_UNIX paths
         token = self.base / "token"
@@ -313,21 +317,42 @@ class LocalCluster:
             "RAY_health_check_failure_threshold": "5",
         })
         self.env = env
-        self.gcs, self.dash = free_port(), free_port()
+        self.gcs = self.dash = 0  # picked by start_head
+        self._given: set[int] = set()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._worker_ports = 20000 + 500 * (os.getpid() % 20)
+        # worker ports of their own: another xdist worker's cluster, or this module's previous one
+        # (the fixture can be set up twice in one worker) may still hold its range
+        LocalCluster.made += 1
+        self._worker_ports = 20000 + 500 * ((os.getpid() + 7 * LocalCluster.made) % 20)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.gcs}"
 
+    def _port(self) -> int:
+        """A free port below Linux's ephemeral range (32768+) and above every Ray worker range.
+        A port from _proc.free_port() is one the kernel may hand to any process binding port 0
+        (Ray's own ports, the other xdist worker's searches) before this node binds it, and a GCS
+        that finds its port taken exits only after about 40 s (the CI failure of stop 24)."""
+        while True:
+            port = random.randint(30000, 32767)
+            if port in self._given:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            self._given.add(port)
+            return port
+
     def _node_args(self, name: str) -> list[str]:
         lo = self._worker_ports + 100 * len(self.procs)
         return ["--node-ip-address", "127.0.0.1", "--temp-dir", str(self.base / name),
-                "--dashboard-agent-listen-port", str(free_port()),
-                "--dashboard-agent-grpc-port", str(free_port()),
-                "--metrics-export-port", str(free_port()),
-                "--runtime-env-agent-port", str(free_port()),
+                "--dashboard-agent-listen-port", str(self._port()),
+                "--dashboard-agent-grpc-port", str(self._port()),
+                "--metrics-export-port", str(self._port()),
+                "--runtime-env-agent-port", str(self._port()),
                 "--min-worker-port", str(lo), "--max-worker-port", str(lo + 99),
                 "--object-store-memory", str(100 * 2**20), "--disable-usage-stats", "--block"]
 
@@ -343,24 +368,51 @@ class LocalCluster:
             return {"alive": {}, "pids": {}, "error": res.stderr[-1000:]}
         return json.loads(res.stdout.strip().splitlines()[-1])
 
-    def _wait_alive(self, names: set[str]) -> None:
-        def up() -> bool:
-            return names <= set(self.state()["alive"])
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        f = self.base / f"{name}.log"
+        return f.read_bytes()[-chars:].decode(errors="replace") if f.exists() else "(no log)"
 
-        wait_for(up, 90, interval=0.5, what=f"Ray nodes {sorted(names)}")
+    def _start_node(self, name: str, cmd) -> None:
+        """Start one node and wait until the cluster lists it ALIVE. A `ray start` that exits
+        (a port of ours taken by another process before Ray bound it) is started
+        again on fresh ports, at most three times; a failure shows the node's own log."""
+        for attempt in range(3):
+            self._popen(name, cmd())
+            proc, last = self.procs[name], {}
+
+            def up() -> bool:
+                last.update(self.state())
+                return name in last["alive"] or proc.poll() is not None
+
+            try:
+                wait_for(up, 120, interval=0.5, what=f"Ray node {name!r}")
+            except AssertionError as e:
+                raise AssertionError(f"{e}; the cluster state said {last.get('error', 'no error')!r}; "
+                                     f"the node's log:\n{self.log_tail(name)}") from None
+            if proc.poll() is None:
+                return
+            if attempt == 2:
+                raise AssertionError(f"`ray start` of node {name!r} exited {proc.returncode} three "
+                                     f"times; its log:\n{self.log_tail(name)}")
+            kill_tree(ray_processes(f"{self.base / name}/") | ray_processes(f"--temp-dir {self.base / name}"))
+            shutil.rmtree(self.base / name, ignore_errors=True)
+            del self.procs[name]
 
     def start_head(self) -> None:
-        self._popen("head", [RAY, "start", "--head", "--port", str(self.gcs), "--num-cpus", "0",
-                             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                             "--dashboard-port", str(self.dash),
-                             "--ray-client-server-port", str(free_port()), *self._node_args("head")])
-        self._wait_alive({"head"})
+        def cmd() -> list[str]:
+            self.gcs, self.dash = self._port(), self._port()
+            return [RAY, "start", "--head", "--port", str(self.gcs), "--num-cpus", "0",
+                    "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                    "--dashboard-port", str(self.dash),
+                    "--ray-client-server-port", str(self._port()), *self._node_args("head")]
+
+        self._start_node("head", cmd)
 
     def add_worker(self, name: str, prefix: list[str] | None = None) -> None:
         """One at a time: same-host workers started together fight over socket names."""
-        self._popen(name, [*(prefix or []), RAY, "start", "--address", self.address, "--num-cpus", "1",
-                           "--resources", json.dumps({f"node_{name}": 1}), *self._node_args(name)])
-        self._wait_alive({name})
+        self._start_node(name, lambda: [
+            *(prefix or []), RAY, "start", "--address", self.address, "--num-cpus", "1",
+            "--resources", json.dumps({f"node_{name}": 1}), *self._node_args(name)])
 
     def node_of_live_pid(self, pid: int) -> str | None:
         """The node whose raylet is an ancestor of `pid` (its command line holds the node's temp dir)."""
