@@ -55,3 +55,33 @@ def test_a_bad_override_is_one_message(tmp_path) -> None:
     r = _curves("--set", "schedule.budget=-1", "--out", str(tmp_path / "x.parquet"))
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "schedule.budget" in r.stderr and "-1" in r.stderr
+
+
+@pytest.mark.parametrize("spec", ["curves_digits_tiny_cnn.yaml", "curves_digits_tiny_cnn_wide.yaml",
+                                  "curves_cifar10_tiny_cnn.yaml",
+                                  "curves_cifar10_tiny_cnn_mix.yaml"])
+def test_each_shipped_recording_holds_every_config_of_its_spec_on_every_seed(spec, reader) -> None:
+    """The replays in the README read these files: each must hold the whole grid its YAML names, every
+    seed and every epoch of the budget (a recording cut short would replay a smaller grid)."""
+    import curves
+
+    s = curves.load_spec(ROOT / "benchmarks" / spec, {})
+    df, meta = reader(s["out"])
+    want = {c["id"] for c in s["configs"]}
+    assert set(df["config_id"]) == want
+    per = df.groupby(["config_id", "seed"])["epoch"].agg(["count", "max"])
+    assert len(per) == len(want) * len(s["seeds"]) and set(df["seed"]) == set(s["seeds"])
+    assert (per["count"] == meta["budget"]).all() and (per["max"] == meta["budget"]).all()
+
+
+def test_the_wide_digits_recording_reuses_the_narrow_one_row_for_row(reader) -> None:
+    narrow, _ = reader(ROOT / "benchmarks" / "results" / "curves-digits-tiny_cnn.parquet")
+    wide, _ = reader(ROOT / "benchmarks" / "results" / "curves-digits-tiny_cnn-wide.parquet")
+    key = ["config_id", "seed", "epoch"]
+    shared = wide[wide["config_id"].isin(set(narrow["config_id"]))]
+    assert shared["config_id"].nunique() == narrow["config_id"].nunique() == 35
+    cols = [c for c in narrow.columns if c in wide.columns]
+    a = narrow[cols].sort_values(key).reset_index(drop=True)
+    b = shared[cols].sort_values(key).reset_index(drop=True)
+    assert a.equals(b)
+    assert wide["config_id"].nunique() == 75
