@@ -60,6 +60,12 @@ def test_finalists_plan_counts_the_extra_runs_and_checks_top(tmp_path: Path) -> 
     assert off.finalist_trials() == 0 and "finalists: off" in describe(off)
     two = load_space(write(tmp_path, {**block, "finalists": {"top": 1, "seeds": 2}}, name="two"))
     assert "2 seed(s) give no confidence interval" in describe(two)
+    # 16 stage trials for a 6-config grid: the plan says what the stage costs and how to spend less
+    assert ("note: 16 finalist trials for 6 search trials: the stage alone costs 267% of a full grid's "
+            "trial-epochs (with the halving before it, the two stay under half a full grid from about 80 "
+            "configs); search.finalists.top: 1 trains 12 trials, top: 0 none") in text
+    # ... and nothing of the kind where the stage is small beside the grid (the shipped 64-sample space)
+    assert "finalist trials for" not in describe(load_space(SPACES / "tfkd_reg.yaml"))
     # a method with a teacher: the plan says the teacher's seed is never a finalist seed
     kd = describe(load_space(SPACES / "kd.yaml"))
     assert "seed equal to the teacher checkpoint's seed is replaced by the next free one" in kd

@@ -512,6 +512,13 @@ def _finalists_plan(space: Space) -> list[str]:
         lines.append("    (a seed equal to the teacher checkpoint's seed is replaced by the next free one)")
     if f.seeds < 3:
         lines.append(f"    note: {f.seeds} seed(s) give no confidence interval (3 or more do)")
+    grid = space.num_trials()
+    if n * 2 >= grid:  # the replays (README, "How the winner is chosen"): a stage this large costs more
+        halving = (f" (with the halving before it, the two stay under half a full grid from about "
+                   f"{5 * n} configs)" if space.spec.search.scheduler.kind == "asha" else "")
+        lines.append(f"    note: {n} finalist trials for {grid} search trials: the stage alone costs "
+                     f"{100 * n / grid:.0f}% of a full grid's trial-epochs{halving}; "
+                     f"search.finalists.top: 1 trains {3 * f.seeds} trials, top: 0 none")
     return lines
 
 
