@@ -81,6 +81,11 @@ def test_export_follows_the_finalists_mean_and_writes_the_baselines(searched):
     for line in answer.splitlines()[3:5]:
         assert line.rstrip().endswith(("than CE", "than LSR", "to CE", "to LSR")), line
     assert answer.strip() in res.stdout
+    # what the intervals cover: seeds on one validation split of the size the driver read (digits: 288)
+    assert answer.splitlines()[-1] == (
+        "(the intervals cover seeds, not the validation split's own sampling noise: on its 288 images "
+        "one image is 0.35 points, so a small difference may not hold on new data; `tfkd-search final` "
+        "compares on the test split)")
     assert f"next: tfkd-search final {run}" in res.stdout
     out = run_cli(["export", str(run)], cli_env(), timeout=120)
     assert out.returncode == 0 and answer.strip() in out.stdout, out.stdout + out.stderr

@@ -144,7 +144,20 @@ def answer_text(run_dir: str | Path, rows: list[Any] | None = None) -> str | Non
     ranking = folder.ranking()
     return (f"finalists and baselines on fresh seeds {plan['seeds']} at the search budget, ranked by "
             f"their mean score ({ranking.describe().split(';')[0]}); rank 1 is best/rank1.yaml:\n"
-            + format_standings(rows, ranking.metric, labels))
+            + format_standings(rows, ranking.metric, labels) + _split_caveat(plan.get("eval_size"),
+                                                                            ranking.metric))
+
+
+def _split_caveat(eval_size: int | None, metric: str) -> str:
+    """What the intervals of the search's answer cover: the seeds' spread on one validation split,
+    not that split's own sampling noise (README, "How the winner is chosen": on digits' 288 images
+    that noise made 7-9% of near-ties read `better`)."""
+    if not eval_size:
+        return ""
+    one = f" one image is {100 / eval_size:.2f} points, so" if metric.endswith("acc") else ""
+    return (f"\n(the intervals cover seeds, not the validation split's own sampling noise: on its "
+            f"{eval_size:,} images{one} a small difference may not hold on new data; "
+            f"`tfkd-search final` compares on the test split)")
 
 
 def _final_config(base: dict[str, Any], changes: dict[str, Any], name: str, export_cfg: dict[str, Any],

@@ -175,7 +175,7 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
             _finalists_stage(space, folder, ranking.rank(trials), ranking, tracker=tracker,
                              parent_id=parent_id, tracking=tracking, base=base, gpu_share=gpu_share,
                              conc=conc, registry=registry, exp_path=exp_path, resume=resume,
-                             printer=printer)
+                             printer=printer, eval_size=dataset.n_val if dataset is not None else None)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -263,15 +263,16 @@ def _interrupted(tracker: Tracker, parent_id: str, message: str) -> None:
 def _finalists_stage(space: Space, folder: RunFolder, ranked: Any, ranking: Ranking, *,
                      tracker: Tracker, parent_id: str, tracking: dict[str, Any], base: dict[str, Any],
                      gpu_share: float, conc: int | None, registry: Any, exp_path: str, resume: bool,
-                     printer: Printer) -> Any:
+                     printer: Printer, eval_size: int | None = None) -> Any:
     """Train the finalists and baselines on fresh seeds (`finalstage`) and write finalists.parquet.
-    The plan is saved in search.json first, so `--resume` runs exactly the same runs."""
+    The plan is saved in search.json first, so `--resume` runs exactly the same runs. `eval_size`: the
+    validation split's size, when the driver read the dataset's facts (the answer says it)."""
     from ..export import teacher_seed
 
     state = folder.read_state()
     plan = state.get("finalists_plan")
     if not plan:
-        plan = finalstage.make_plan(space, ranked, teacher_seed(space.base_dict()))
+        plan = finalstage.make_plan(space, ranked, teacher_seed(space.base_dict()), eval_size)
         folder.update_state(finalists_plan=plan)
     runs = finalstage.runs_of(plan)
     path = finalstage.stage_path(exp_path)

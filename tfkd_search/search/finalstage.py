@@ -21,11 +21,13 @@ from .storage import join_uri
 from .trial import record_of, restore, run_config, run_finalist, trainable
 
 
-def make_plan(space: Space, ranked: Any, teacher_seed: int | None) -> dict[str, Any]:
+def make_plan(space: Space, ranked: Any, teacher_seed: int | None,
+              eval_size: int | None = None) -> dict[str, Any]:
     """The finalists stage's runs from the search's ranked trials (`Ranking.rank` of trials.parquet):
-    {"seeds": [...], "entries": [{name, role, search_rank, params, overrides}, ...]}. Seeds are fresh
-    (none equal to the search's) and none equal to the teacher's (a student replaying its teacher's
-    initialisation and data order would not be an independent run)."""
+    {"seeds": [...], "entries": [{name, role, search_rank, params, overrides}, ...], "eval_size"}.
+    Seeds are fresh (none equal to the search's) and none equal to the teacher's (a student replaying
+    its teacher's initialisation and data order would not be an independent run). `eval_size`: the
+    validation split's size where known (None: not read, e.g. on a cluster joined with --address)."""
     f = space.spec.search.finalists
     base = space.base
     taken = {base.seed} | ({teacher_seed} if teacher_seed is not None else set())
@@ -39,7 +41,7 @@ def make_plan(space: Space, ranked: Any, teacher_seed: int | None) -> dict[str, 
     for b in BASELINES:
         entries.append({"name": b, "role": "baseline", "search_rank": None, "params": {},
                         "label": b, "overrides": baseline_overrides(b, base.loss.eps)})
-    return {"seeds": seeds, "entries": entries}
+    return {"seeds": seeds, "entries": entries, "eval_size": eval_size}
 
 
 def runs_of(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
