@@ -135,15 +135,19 @@ def _record(cid: str, cfg_dict: dict[str, Any], seed: int, threads: int | None, 
     cfg = build_run_config({**cfg_dict, "seed": seed, **({"threads": threads} if threads else {})},
                            source=cid)
     rows: list[dict[str, Any]] = []
+    correct: list[str] = []
 
     def report(ep: EpochReport) -> None:
         rows.append({"epoch": ep.epoch, **{k: float(ep.metrics.get(k, math.nan)) for k in EPOCH_METRICS},
                      "diverged": 1.0 if ep.status == "diverged" else 0.0})
+        if ep.val_correct:
+            correct.append(ep.val_correct)
 
     t0 = time.time()
     status, test = run(cfg, report)
     return {"id": cid, "seed": seed, "rows": rows, "status": status,
-            "test_acc": float(test) if test is not None else math.nan, "seconds": time.time() - t0}
+            "test_acc": float(test) if test is not None else math.nan, "seconds": time.time() - t0,
+            "val_correct": correct[-1] if correct else None}
 
 
 def _train_one(cid: str, cfg_dict: dict[str, Any], seed: int, threads: int | None) -> dict[str, Any]:
@@ -175,9 +179,12 @@ def _frame(results: list[dict[str, Any]], by_id: dict[str, dict[str, Any]], keys
     for r in results:
         c = by_id[r["id"]]
         ident = {k: get_path(c["cfg"], k) for k in keys}
+        last = max((row["epoch"] for row in r["rows"]), default=None)
         for row in r["rows"]:
             recs.append({"config_id": r["id"], "group": c["group"], **ident, "seed": r["seed"], **row,
-                         "test_acc": r["test_acc"], "status": r["status"]})
+                         "test_acc": r["test_acc"], "status": r["status"],
+                         # the last epoch's per-image validation results (stats.pack_correct)
+                         "val_correct": r.get("val_correct") if row["epoch"] == last else None})
     df = pd.DataFrame(recs)
     for k in keys:  # one type per column (parquet)
         if k in df and df[k].map(type).nunique() > 1:
@@ -251,8 +258,10 @@ def main(argv: list[str] | None = None) -> None:
         for (cid, seed), g in old.groupby(["config_id", "seed"]):
             if cid in by_id:
                 g = g.sort_values("epoch")
+                correct = g["val_correct"].iloc[-1] if "val_correct" in g else None
                 results.append({"id": cid, "seed": int(seed), "test_acc": float(g["test_acc"].iloc[-1]),
                                 "status": str(g["status"].iloc[-1]),
+                                "val_correct": correct if isinstance(correct, str) else None,
                                 "rows": g[["epoch", *EPOCH_METRICS, "diverged"]].to_dict("records")})
     done = {(r["id"], r["seed"]) for r in results}
     # config by config, all seeds of one together: a recording cut short still holds whole configs

@@ -77,13 +77,17 @@ class Curves:
         self.values: dict[str, list[np.ndarray]] = {}
         self.test: dict[str, list[float]] = {}
         self.diverged: dict[str, list[int]] = {}  # epoch it diverged at (0: never)
+        # the last epoch's per-image validation results (stats.pack_correct), where recorded
+        self.correct: dict[str, list[str | None]] = {}
         for cid, g in df.groupby("config_id", sort=False):
             self.ids.append(str(cid))
             first = g.iloc[0]
             self.ident[str(cid)] = {k: first[k] for k in self.keys if k in g}
-            vals, tests, divs = [], [], []
+            vals, tests, divs, hits = [], [], [], []
             for _, s in g.groupby("seed"):
                 s = s.sort_values("epoch")
+                last = s["val_correct"].iloc[-1] if "val_correct" in s else None
+                hits.append(last if isinstance(last, str) and last else None)
                 v = np.full(self.budget, np.nan)
                 ok = s[s["diverged"] == 0]
                 v[ok["epoch"].to_numpy(int) - 1] = ok[metric].to_numpy(float)
@@ -93,6 +97,7 @@ class Curves:
                 vals.append(v)
                 tests.append(float(s["test_acc"].iloc[-1]))
             self.values[str(cid)], self.test[str(cid)], self.diverged[str(cid)] = vals, tests, divs
+            self.correct[str(cid)] = hits
         self.seeds = min(len(v) for v in self.values.values())
         self._cache: dict[tuple[str, int, int], list[float]] = {}
 
@@ -468,7 +473,8 @@ def finalists_once(curves: Curves, ranked: list[str], fresh: list[int], top: int
     """The finalists stage on recorded curves, with the search's own code: `finalists.choose` the first
     `top` configs of the search's ranking, score each finalist and baseline on the `fresh` seeds (the
     search's score: the mean of the last `window` epochs at the budget), `finalists.rank` them by their
-    fresh seeds' mean, and `stats.compare` the first with every baseline (paired on the seeds; again
+    fresh seeds' mean, and `stats.compare` the first with every baseline (paired on the seeds, with
+    the recorded per-image validation results where the curves hold them, as the search does; again
     with `eval_size`, the validation set's size, when given)."""
     chosen = [p["config"] for p in choose([{"config": c} for c in ranked], top)]
     names = [label({"config": c}) for c in chosen]
@@ -476,10 +482,19 @@ def finalists_once(curves: Curves, ranked: list[str], fresh: list[int], top: int
     def scores(cid: str) -> dict[int, float]:
         return {s: curves.windowed(cid, s, window)[-1] for s in fresh}
 
+    def hits(cid: str) -> dict[int, str] | None:
+        got = {s: curves.correct[cid][s] for s in fresh}
+        return got if all(got.values()) else None
+
     per = {n: scores(c) for n, c in zip(names, chosen)}
     order = [chosen[names.index(n)] for n in rank({n: list(v.values()) for n, v in per.items()}, names, mode)]
     first = per[names[chosen.index(order[0])]]
-    verdicts = {b: compare(first, scores(cid), mode=mode) for b, cid in baselines.items()}
+    mine = hits(order[0])
+    verdicts = {}
+    for b, cid in baselines.items():
+        theirs = hits(cid)
+        verdicts[b] = compare(first, scores(cid), mode=mode,
+                              examples=(mine, theirs) if mine and theirs else None)
     split = ({b: compare(first, scores(cid), mode=mode, eval_size=eval_size) for b, cid in baselines.items()}
              if eval_size else {})
     return Final(order[0], order, verdicts, (len(chosen) + len(baselines)) * len(fresh), split)

@@ -100,3 +100,22 @@ def test_standings_without_baselines_rank_and_say_there_is_nothing_to_compare_wi
     text = format_standings(rows)
     assert text.splitlines()[2].rstrip().endswith("(no baseline to compare with)")
     assert "(baseline)" not in text
+
+
+def test_standings_with_per_image_results_put_the_split_noise_in_every_interval():
+    from tfkd_search.finalists import standings
+    from tfkd_search.stats import pack_correct
+
+    seeds = [1, 2, 3]
+    # finalist1 gets images 0-9 right that CE gets wrong: a 10-image effect on a 50-image split
+    fin = {s: pack_correct([1] * 10 + [1] * 30 + [s % 2] * 10) for s in seeds}
+    ce = {s: pack_correct([0] * 10 + [1] * 30 + [s % 2] * 10) for s in seeds}
+    scores = {"finalist1": {1: 0.81, 2: 0.79, 3: 0.82}, "ce": {1: 0.61, 2: 0.60, 3: 0.63}}
+    plain = standings(scores, ["finalist1"])
+    wide = standings(scores, ["finalist1"], examples={"finalist1": fin, "ce": ce})
+    p, w = plain[0].versus["ce"], wide[0].versus["ce"]
+    assert w.examples == 50 and p.examples == 0
+    assert w.low < p.low and w.high > p.high and w.diff == p.diff
+    assert "widened by the sampling noise of the 50 evaluation images" in format_standings(wide)
+    # a baseline without per-image results (a folder of an older version): the seeds' interval
+    assert standings(scores, ["finalist1"], examples={"finalist1": fin})[0].versus["ce"] == p

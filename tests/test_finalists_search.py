@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from _proc import cli_env, run_cli, search_runs
 from _spaces import base_cfg, grid_params, search_block, write_space
 from tfkd_search.runfolder import Ranking
+from tfkd_search.stats import unpack_correct
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group("test_finalists_search")]
 
@@ -47,6 +48,10 @@ def test_finalists_are_the_search_top_configs_and_baselines_on_fresh_seeds(searc
         assert set(zip(rows["loss.tau"], rows["loss.alpha"])) == {cfg}
         assert set(rows["search_rank"]) == {k}
     assert fin.loc[fin.role == "baseline", "loss.tau"].isna().all()
+    # every run's per-image validation results, consistent with its last epoch's accuracy
+    for _, r in fin.iterrows():
+        bits = unpack_correct(r["val_correct"])
+        assert len(bits) == 288 and sum(bits) / 288 == pytest.approx(r["last_val_acc"])
     # the finalists stage ran through Tune beside the search, and the search's trials are untouched
     assert len(list((run / "finalists").glob("trial_*"))) == 12
     assert len(trials) == 6
@@ -81,11 +86,11 @@ def test_export_follows_the_finalists_mean_and_writes_the_baselines(searched):
     for line in answer.splitlines()[3:5]:
         assert line.rstrip().endswith(("than CE", "than LSR", "to CE", "to LSR")), line
     assert answer.strip() in res.stdout
-    # what the intervals cover: seeds on one validation split of the size the driver read (digits: 288)
+    # what the intervals cover: seeds and the 288-image validation split's own sampling noise, from
+    # every run's per-image results
     assert answer.splitlines()[-1] == (
-        "(the intervals cover seeds, not the validation split's own sampling noise: on its 288 images "
-        "one image is 0.35 points, so a small difference may not hold on new data; `tfkd-search final` "
-        "compares on the test split)")
+        "(intervals: paired t on the per-seed differences, widened by the sampling noise of the 288 "
+        "evaluation images (from every run's per-image results))")
     assert f"next: tfkd-search final {run}" in res.stdout
     out = run_cli(["export", str(run)], cli_env(), timeout=120)
     assert out.returncode == 0 and answer.strip() in out.stdout, out.stdout + out.stderr
@@ -120,6 +125,10 @@ def test_final_trains_every_export_on_the_same_seeds_and_resumes(searched):
     assert set(table["measure"]) == {"test_acc"}
     answer = (run / "final" / "answer.txt").read_text()
     assert "judged on test_acc" in answer and answer.strip() in res.stdout
+    # the intervals hold the test split's sampling noise, from every run's per-image test results
+    assert answer.splitlines()[-1].endswith("widened by the sampling noise of the 359 evaluation images "
+                                            "(from every run's per-image results))")
+    assert all(len(unpack_correct(c)) == 359 for c in table["correct"])
     means = table.groupby("config")["score"].mean()
     shown = answer.splitlines()[3].split()[0]
     assert shown in ("rank1", "rank2") and means[shown] == max(means["rank1"], means["rank2"])

@@ -186,3 +186,54 @@ def test_module_imports_no_scipy():
              for a in n.names} | {(n.module or "").split(".")[0] for n in ast.walk(tree)
                                   if isinstance(n, ast.ImportFrom)}
     assert not names & {"scipy", "numpy", "torch"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-image results: the evaluation set's sampling noise from the runs themselves
+
+A4 = {0: [1, 1, 0, 1], 1: [1, 0, 0, 1]}
+B4 = {0: [1, 0, 0, 0], 1: [0, 0, 1, 0]}
+
+
+def test_pack_correct_round_trips_any_length():
+    for bits in ([], [1], [0], [1, 0, 1, 1, 0, 0, 0, 1, 1], [random.Random(3).randrange(2) for _ in range(5001)]):
+        text = stats.pack_correct(bits)
+        assert text.split(":")[0] == str(len(bits)) and stats.unpack_correct(text) == bits
+    assert stats.pack_correct([True, False, True, True]) == "4:b"
+
+
+def test_example_variance_by_hand():
+    # d = a - b per seed: [0, 1, 0, 1] and [1, 0, -1, 1]; per-image means m = [.5, .5, -.5, 1],
+    # var(m) = 1.1875 / 3; per-image variances over the 2 seeds v = [.5, .5, .5, 0], mean .375;
+    # image effect = var(m) - mean(v) / 2 = 0.2083333; / 4 images
+    var, n = stats.example_variance(A4, B4)
+    assert n == 4 and var == pytest.approx((1.1875 / 3 - 0.375 / 2) / 4)
+    packed = stats.example_variance({s: stats.pack_correct(v) for s, v in A4.items()},
+                                    {s: stats.pack_correct(v) for s, v in B4.items()})
+    assert packed == (pytest.approx(var), 4)
+    # no image effect at all (b is a with the same per-seed noise) -> 0; one seed or unequal lengths -> None
+    assert stats.example_variance(A4, A4) == (0.0, 4)
+    assert stats.example_variance({0: A4[0]}, {0: B4[0]}) is None
+    assert stats.example_variance(A4, {0: [1, 0, 0], 1: [0, 0, 1]}) is None
+
+
+def test_per_image_results_widen_the_interval_never_narrow_it():
+    rng = random.Random(7)
+    n, seeds = 400, [0, 1, 2, 3]
+    # b gets a fixed set of 40 images wrong that a gets right: a real 10-point image effect, plus noise
+    easy = set(rng.sample(range(n), 40))
+    ea = {s: [int(i in easy or rng.random() < 0.8) for i in range(n)] for s in seeds}
+    eb = {s: [int(i not in easy and rng.random() < 0.8) for i in range(n)] for s in seeds}
+    acc = {s: sum(v) / n for s, v in ea.items()}
+    bcc = {s: sum(v) / n for s, v in eb.items()}
+    plain = compare(acc, bcc)
+    wide = compare(acc, bcc, examples=(ea, eb))
+    var, _ = stats.example_variance(ea, eb)
+    half = t_ppf(0.975, 3) * math.sqrt(stats._mean_var([acc[s] - bcc[s] for s in seeds])[1] / 4 + var)
+    assert wide.diff == plain.diff and wide.examples == n
+    assert (wide.low, wide.high) == (pytest.approx(wide.diff - half), pytest.approx(wide.diff + half))
+    assert wide.low < plain.low and wide.high > plain.high  # the seeds' df kept: only ever wider
+    assert "400 evaluation examples (per-image results)" in wide.note
+    # without an image effect the interval stays the seeds' own
+    same = compare(acc, acc | {s: acc[s] - 0.01 for s in seeds}, examples=(ea, ea))
+    assert same.examples == n and same.low == compare(acc, acc | {s: acc[s] - 0.01 for s in seeds}).low

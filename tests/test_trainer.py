@@ -442,3 +442,16 @@ def test_teacher_of_another_dataset_with_same_class_count(make_cfg, tmp_path):
     p = tmp_path / "t" / "checkpoint.pt"
     msg = _expect_checkpoint_error(_kd_cfg(make_cfg, p), p)
     assert "synthetic" in msg and "digits" in msg
+
+
+def test_last_epoch_reports_which_validation_images_it_got_right(make_cfg):
+    from tfkd_search.stats import unpack_correct
+
+    seen: list[EpochReport] = []
+    cfg = make_cfg({"schedule": {"epochs": 3, "milestones": [2]}}, method="ce")
+    res = train(cfg, report=seen.append)
+    assert [ep.val_correct is not None for ep in seen] == [False, False, True]
+    bits = unpack_correct(seen[-1].val_correct)
+    assert res.val_correct == seen[-1].val_correct
+    assert len(bits) == 144 and sum(bits) / len(bits) == pytest.approx(res.last_val_acc)  # 10% of digits
+    assert res.summary()["val_correct"] == res.val_correct and res.test_correct is None  # no test split

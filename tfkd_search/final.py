@@ -128,11 +128,15 @@ def run_final(run_dir: str | Path, *, seeds: int | None = None, gpus: float = 0,
 def final_standings(table: Any) -> tuple[list[Any], str]:
     """The final runs' answer (`finalists.standings`) from results.parquet, and the measure used."""
     scores: dict[str, dict[int, float]] = {}
+    examples: dict[str, dict[int, str]] = {}
     for _, r in table.iterrows():
         scores.setdefault(str(r["config"]), {})[int(r["seed"])] = float(r["score"])
+        correct = r.get("correct")  # absent in tables of older versions
+        if isinstance(correct, str) and correct and math.isfinite(float(r["score"])):
+            examples.setdefault(str(r["config"]), {})[int(r["seed"])] = correct
     measure = str(table["measure"].iloc[0]) if len(table) else "test_acc"
     ranks = sorted((n for n in scores if n not in BASELINES), key=lambda n: int(n[4:] or 0))
-    return standings(scores, ranks, "max"), measure
+    return standings(scores, ranks, "max", examples=examples), measure
 
 
 def read_results(run_dir: str | Path) -> Any:
@@ -157,6 +161,8 @@ def _table(jobs: list[tuple[str, int]], summaries: Mapping[tuple[str, int], Mapp
         measure, score = metric_of(summ)
         rows.append({"config": n, "seed": s, "status": summ.get("status"), "measure": measure,
                      "score": score, "test_acc": summ.get("test_acc"),
+                     # the per-image results the score was measured on (stats.pack_correct)
+                     "correct": summ.get("test_correct" if measure == "test_acc" else "val_correct"),
                      "best_val_acc": summ.get("best_val_acc"), "epochs": summ.get("epochs"),
                      "run_dir": str(out / n / f"seed{s}")})
     return pd.DataFrame(rows)

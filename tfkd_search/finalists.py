@@ -124,16 +124,21 @@ class Standing:
 
 
 def standings(scores: Mapping[str, Mapping[int, float]], order: Sequence[str], mode: str = "max", *,
-              level: float = 0.95) -> list[Standing]:
+              level: float = 0.95, examples: Mapping[str, Mapping[int, Any]] | None = None
+              ) -> list[Standing]:
     """The finalists best first (`rank`), then the baselines (BASELINES order), each with its summary
     over seeds and, for the finalists, the paired comparison with every baseline. `scores` maps a name
-    (finalist<k>, ce, lsr) to {seed: score}."""
+    (finalist<k>, ce, lsr) to {seed: score}; `examples` a name to {seed: per-image validation results}
+    (`stats.pack_correct`), which put the validation split's sampling noise into the intervals."""
+    examples = examples or {}
     finals = [n for n in scores if n not in BASELINES]
     bases = [b for b in BASELINES if b in scores]
     stronger = min(bases, key=lambda b: scores_key(list(scores[b].values()), mode), default=None)
     out = []
     for n in rank({n: list(scores[n].values()) for n in finals}, order, mode):
-        vs = {b: compare(scores[n], scores[b], mode=mode, level=level) for b in bases}
+        vs = {b: compare(scores[n], scores[b], mode=mode, level=level,
+                         examples=(examples[n], examples[b]) if n in examples and b in examples else None)
+              for b in bases}
         out.append(Standing(n, "finalist", dict(scores[n]), summarize(scores[n].values()), vs, stronger))
     out += [Standing(b, "baseline", dict(scores[b]), summarize(scores[b].values()), {}) for b in bases]
     return out
@@ -168,7 +173,11 @@ def format_standings(rows: Sequence[Standing], metric: str = "val_acc",
             else:
                 mark = "" if c.verdict == VERDICTS[2] else f" {c.verdict}"
                 cells.append(f"{c.diff * scale:+.2f} [{c.low * scale:+.2f}, {c.high * scale:+.2f}]{mark}")
-                notes.add(f"intervals: {'paired t on the per-seed differences' if c.paired else 'Welch'}")
+                how = "paired t on the per-seed differences" if c.paired else "Welch"
+                if c.examples:
+                    how += (f", widened by the sampling noise of the {c.examples:,} evaluation images "
+                            f"(from every run's per-image results)")
+                notes.add(f"intervals: {how}")
         h = r.headline()
         cells.append("(baseline)" if r.role == "baseline" else "(no baseline to compare with)"
                      if h is None else f"{h.verdict} than {r.against.upper()}"

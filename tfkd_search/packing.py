@@ -54,6 +54,7 @@ class HostedEpoch:
     status: str
     checkpoint: dict[str, Any] | None
     eager_reason: str | None = None
+    val_correct: str | None = None
 
     def as_report(self) -> EpochReport:
         ckpt = self.checkpoint
@@ -65,7 +66,7 @@ class HostedEpoch:
 
         return EpochReport(epoch=self.epoch, epochs=self.epochs, metrics=self.metrics,
                            status=self.status, make_checkpoint=make_checkpoint,
-                           eager_reason=self.eager_reason)
+                           eager_reason=self.eager_reason, val_correct=self.val_correct)
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ class TrialHost:
                             and wants_checkpoint(event.epoch, event.epochs, trial.rungs, trial.every)
                             else None)
                     out = HostedEpoch(event.epoch, event.epochs, dict(event.metrics), event.status, ckpt,
-                                      event.eager_reason)
+                                      event.eager_reason, event.val_correct)
         except StopIteration as end:
             result: TrainResult = end.value
             out = HostedEnd(result.summary())

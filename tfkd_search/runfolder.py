@@ -65,7 +65,10 @@ TRIAL_COLUMNS = ("trial_id", "trial_index", "status", "epochs", "score", "best_v
 # One row per run of the finalists stage (finalists.parquet): `name` is finalist<k> (k: its rank in the
 # search) or a baseline (ce, lsr); then one column per searched parameter (empty for baselines).
 FINALIST_COLUMNS = ("name", "role", "search_rank", "seed", "trial_id", "status", "epochs", "score",
-                    "best_val_acc", "last_val_acc", "wall_seconds", "error")
+                    "best_val_acc", "last_val_acc", "wall_seconds", "error", "val_correct")
+# The result key of a trial's last report that holds its per-image validation results
+# (stats.pack_correct): the finalists' intervals hold the validation split's sampling noise with them.
+VAL_CORRECT = "val_correct"
 
 
 def trial_index(trial_id: str) -> int:
@@ -151,6 +154,7 @@ class TrialRecord:
     error: str | None = None
     score: float = float("nan")
     index: int = field(default=-1)
+    val_correct: str | None = None  # the last report's per-image validation results
 
     def __post_init__(self) -> None:
         if self.index < 0:
@@ -174,9 +178,11 @@ class TrialRecord:
                       TrialStatus.RUNNING if len(hist) else TrialStatus.PENDING)
         else:
             status = trial_status(last, None, budget)
+        correct = next((r[VAL_CORRECT] for r in reversed(reports)
+                        if isinstance(r.get(VAL_CORRECT), str) and r[VAL_CORRECT]), None)
         return cls(trial_id=str(trial_id), status=status, params=dict(params), history=hist,
                    wall_seconds=float(last.get("time_total_s", 0.0) or 0.0), error=error,
-                   score=ranking.score(hist))
+                   score=ranking.score(hist), val_correct=correct)
 
     def row(self, param_names: Iterable[str]) -> dict[str, Any]:
         h = self.history
@@ -442,7 +448,8 @@ class RunFolder:
         for entry, rec in runs:
             row = rec.row(param_names)
             row.update({"name": entry["name"], "role": entry["role"],
-                        "search_rank": entry.get("search_rank"), "seed": int(entry["seed"])})
+                        "search_rank": entry.get("search_rank"), "seed": int(entry["seed"]),
+                        "val_correct": rec.val_correct})
             rows.append(row)
         frame = pd.DataFrame(rows, columns=[*FINALIST_COLUMNS, *param_names])
         frame["search_rank"] = pd.to_numeric(frame["search_rank"], errors="coerce").astype("Int64")
@@ -476,11 +483,16 @@ class RunFolder:
         if frame is None or not len(frame) or not plan:
             return []
         scores: dict[str, dict[int, float]] = {}
+        examples: dict[str, dict[int, str]] = {}
         for _, r in frame.iterrows():  # a run that did not complete is a failed seed (NaN)
             ok = r["status"] == TrialStatus.COMPLETED.value
             scores.setdefault(str(r["name"]), {})[int(r["seed"])] = float(r["score"]) if ok else math.nan
+            correct = r.get(VAL_CORRECT)  # absent in folders of older versions
+            if ok and isinstance(correct, str) and correct:
+                examples.setdefault(str(r["name"]), {})[int(r["seed"])] = correct
         ranking = self.ranking()
-        return standings(scores, [e["name"] for e in plan["entries"]], ranking.mode)
+        return standings(scores, [e["name"] for e in plan["entries"]], ranking.mode,
+                         examples=examples)
 
     def trial_dirs(self) -> list[Path]:
         """Ray's per-trial folders (`trial_<id>/`, with result.json) of this search."""

@@ -10,8 +10,10 @@ is wide enough to be useless and its verdict would read like evidence.
 
 That interval is about seeds on one validation set. Where that set is small (sklearn's digits: 288
 images, one image 0.35 points), its own sampling noise can be larger than the seeds', and a difference
-that is real on it need not hold on new data; `compare(..., eval_size=N)` adds an upper bound of that
-noise to the interval.
+that is real on it need not hold on new data. Given each run's per-example results on that set
+(`compare(..., examples=...)`: which images it got right, `pack_correct`), the interval also holds that
+noise, estimated from the per-image differences (`example_variance`); `compare(..., eval_size=N)` adds
+a cruder upper bound of it where only the accuracies are known.
 
 The verdict is read from the interval: `better` when it lies wholly on the better side of 0 (above for
 mode "max", below for mode "min"), `worse` when wholly on the other side, else `no detectable difference`.
@@ -25,9 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["VERDICTS", "Comparison", "Summary", "compare", "format_comparison", "format_summary",
-           "split_variance", "summarize", "t_cdf", "t_ppf"]
+__all__ = ["VERDICTS", "Comparison", "Summary", "compare", "example_variance", "format_comparison",
+           "format_summary", "pack_correct", "split_variance", "summarize", "t_cdf", "t_ppf",
+           "unpack_correct"]
 
 VERDICTS = ("better", "worse", "no detectable difference")
 
@@ -58,6 +62,7 @@ class Comparison:
     level: float = 0.95
     n_a: int = 0
     n_b: int = 0
+    examples: int = 0  # evaluation examples whose sampling noise the interval holds (0: seeds only)
 
 
 def _finite(values: Iterable[float | None]) -> tuple[list[float], int]:
@@ -165,13 +170,15 @@ def _verdict(low: float | None, high: float | None, mode: str) -> str:
 
 
 def _interval(mean: float, var_of_mean: float, df: float, level: float,
-              split_var: float = 0.0) -> tuple[float, float]:
+              split_var: float = 0.0, keep_df: bool = False) -> tuple[float, float]:
     """mean ± t * se; `split_var` (the evaluation set's sampling variance, which no number of seeds
-    averages out: infinite df) joins by the Welch-Satterthwaite df, capped at 1000."""
+    averages out: infinite df) joins by the Welch-Satterthwaite df, capped at 1000. `keep_df`: the
+    seeds' df for the sum instead, so that the interval only ever widens (Satterthwaite's larger df
+    can make a sum with a well-known part narrower than the seeds' interval alone)."""
     total = var_of_mean + split_var
     if total == 0:  # every difference equal: the interval is that one value
         return mean, mean
-    if split_var > 0:
+    if split_var > 0 and not keep_df:
         df = min(1000.0, total ** 2 / (var_of_mean ** 2 / df)) if var_of_mean > 0 else 1000.0
     half = t_ppf(0.5 + level / 2.0, df) * math.sqrt(total)
     return mean - half, mean + half
@@ -189,8 +196,61 @@ def split_variance(mean_a: float, mean_b: float, eval_size: int) -> float:
     return min(1.0, (1.0 - mean_a) + (1.0 - mean_b)) / eval_size
 
 
+def pack_correct(correct: Iterable[bool | int]) -> str:
+    """Per-example results (1: right) as compact text, '<n>:<hex of the bits>', for result tables."""
+    bits = [1 if c else 0 for c in correct]
+    value = 0
+    for bit in bits:
+        value = (value << 1) | bit
+    width = (len(bits) + 3) // 4
+    return f"{len(bits)}:{value:0{width}x}" if bits else "0:"
+
+
+def unpack_correct(text: str) -> list[int]:
+    """The inverse of `pack_correct`."""
+    n_text, _, hexits = str(text).partition(":")
+    n = int(n_text)
+    if n == 0:
+        return []
+    value = int(hexits, 16)
+    return [(value >> (n - 1 - i)) & 1 for i in range(n)]
+
+
+def example_variance(a: Mapping[int, Any], b: Mapping[int, Any]) -> tuple[float, int] | None:
+    """The variance that sampling the evaluation set adds to the mean paired difference a - b, from
+    per-example results ({seed: pack_correct text or 0/1 list}) on the same examples in the same order.
+
+    With d[s][i] = a[s][i] - b[s][i] over the S common seeds, the per-image mean difference
+    m[i] = mean_s d[s][i] varies over images by the images' own effect plus the seeds' noise, whose
+    share is estimated by the per-image variance over seeds v[i] (random-effects decomposition):
+    var(image effect) = var_i(m) - mean_i(v) / S, floored at 0, and the evaluation set of n images
+    adds that / n to the variance of the mean difference. Returns (variance, n), or None with fewer
+    than 2 common seeds or results of different lengths."""
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    rows = []
+    for s in seeds:
+        ra, rb = (unpack_correct(x) if isinstance(x, str) else [int(v) for v in x] for x in (a[s], b[s]))
+        if len(ra) != len(rb):
+            return None
+        rows.append([p - q for p, q in zip(ra, rb)])
+    n, k = len(rows[0]), len(rows)
+    if n < 2 or any(len(r) != n for r in rows):
+        return None
+    means, within = [], []
+    for i in range(n):
+        m, v = _mean_var([r[i] for r in rows])
+        means.append(m)
+        within.append(v)
+    _, between = _mean_var(means)
+    effect = max(0.0, between - math.fsum(within) / n / k)
+    return effect / n, n
+
+
 def compare(a: Mapping[int, float], b: Mapping[int, float], *, mode: str = "max", level: float = 0.95,
-            min_seeds: int = 3, eval_size: int | None = None) -> Comparison:
+            min_seeds: int = 3, eval_size: int | None = None,
+            examples: tuple[Mapping[int, Any], Mapping[int, Any]] | None = None) -> Comparison:
     """Compare per-seed scores `a` with `b` ({seed: score}); non-finite scores are left out.
 
     Seeds both have: a paired t interval on the differences a - b (df = n - 1). No seed in common:
@@ -201,7 +261,9 @@ def compare(a: Mapping[int, float], b: Mapping[int, float], *, mode: str = "max"
     The seeds' spread is all the interval holds by default: it answers "on this validation set, over
     seeds". `eval_size` (the scores are accuracies on the same `eval_size` examples) widens it by the
     evaluation set's own sampling noise (`split_variance`, an upper bound), so that `better` also
-    claims the difference holds on new data of the same kind."""
+    claims the difference holds on new data of the same kind. `examples` ({seed: per-example results}
+    of a and of b, on the same evaluation set) does the same from the runs' own per-image results
+    (`example_variance`, paired seeds only), and is used instead of `eval_size` where both are given."""
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     if not 0.0 < level < 1.0:
@@ -217,10 +279,20 @@ def compare(a: Mapping[int, float], b: Mapping[int, float], *, mode: str = "max"
             return Comparison(mean, None, None, n, True, VERDICTS[2],
                               f"only {n} paired seed{'s' * (n != 1)}; an interval needs {min_seeds}",
                               level, len(fa), len(fb))
-        split = _split(eval_size, [fa[s] for s in common], [fb[s] for s in common])
-        low, high = _interval(mean, var / n, n - 1, level, split)
+        per_image = None
+        if examples is not None:
+            ea, eb = examples
+            per_image = example_variance({s: ea[s] for s in common if s in ea},
+                                         {s: eb[s] for s in common if s in eb})
+        if per_image is not None:
+            split, seen = per_image
+            note = f" and the sampling noise of the {seen:,} evaluation examples (per-image results)"
+        else:
+            split, seen = _split(eval_size, [fa[s] for s in common], [fb[s] for s in common]), 0
+            note = _split_note(eval_size)
+        low, high = _interval(mean, var / n, n - 1, level, split, keep_df=per_image is not None)
         return Comparison(mean, low, high, n, True, _verdict(low, high, mode),
-                          f"paired t on {n} seeds{_split_note(eval_size)}", level, len(fa), len(fb))
+                          f"paired t on {n} seeds{note}", level, len(fa), len(fb), seen)
     na, nb = len(fa), len(fb)
     mean_a, var_a = _mean_var(list(fa.values()))
     mean_b, var_b = _mean_var(list(fb.values()))

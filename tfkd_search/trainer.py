@@ -27,6 +27,7 @@ from .io import CHECKPOINT_FORMAT, load_weights
 from .modelref import model_label, same_architecture
 from .models import build_model
 from .registry import METHOD_REGISTRY
+from .stats import pack_correct
 
 METRICS = ("train_loss", "train_ce", "train_kl", "val_acc", "val_loss", "lr", "epoch_seconds",
            "images_per_s")
@@ -43,6 +44,8 @@ class EpochReport:
     make_checkpoint: Callable[[], dict[str, Any]]  # builds the checkpoint dict only when called
     # set on the first report after the step fell back from its CUDA graph to eager: why
     eager_reason: str | None = None
+    # on the last epoch's report: which validation images the model got right (stats.pack_correct)
+    val_correct: str | None = None
 
 
 @dataclass
@@ -57,6 +60,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     run_dir: str | None = None
     eager_reason: str | None = None  # why the step ran eagerly although CUDA graphs were on
+    val_correct: str | None = None  # the last epoch's per-image validation results (stats.pack_correct)
+    test_correct: str | None = None  # the same on the test split, when it was evaluated
 
     def summary(self) -> dict[str, Any]:
         """The result as strict JSON values: a missing number is None, never NaN or -1."""
@@ -186,8 +191,10 @@ def weights_misfit(model: nn.Module, weights: Mapping[str, torch.Tensor], shown:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, autocast: Any) -> tuple[float, float]:
-    """Top-1 accuracy and mean cross-entropy over a fixed-order pass; one host sync at the end."""
+def evaluate(model: nn.Module, batches: Batches, autocast: Any,
+             per_example: list[torch.Tensor] | None = None) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy over a fixed-order pass; one host sync at the end.
+    `per_example`: a list that receives each batch's right/wrong vector, in the pass's order."""
     model.eval()
     correct = torch.zeros((), device=batches.device)
     loss_sum = torch.zeros((), device=batches.device)
@@ -195,8 +202,11 @@ def evaluate(model: nn.Module, batches: Batches, autocast: Any) -> tuple[float, 
         with autocast():
             z = model(x)
         z = z.float()
-        correct += (z.argmax(1) == y).sum()
+        hit = z.argmax(1) == y
+        correct += hit.sum()
         loss_sum += F.cross_entropy(z, y, reduction="sum")
+        if per_example is not None:
+            per_example.append(hit)
     n = max(batches.num_samples, 1)
     return correct.item() / n, loss_sum.item() / n
 
@@ -419,6 +429,7 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
     epochs = cfg.schedule.trained_epochs
     steps = len(train_b)
     status = "completed" if start_epoch >= epochs else "running"
+    val_correct: str | None = None
 
     def make_checkpoint(epoch: int) -> dict[str, Any]:
         return {
@@ -449,12 +460,15 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
         tr = (sums / max(train_b.num_samples, 1)).tolist()  # the epoch's one host sync
         train_s = time.perf_counter() - t0
         diverged = not all(math.isfinite(v) for v in tr)
+        hits: list[torch.Tensor] | None = [] if epoch + 1 == epochs else None
         if diverged:
             val_acc, val_loss = 0.0, float("nan")
         elif val_b is not None:
-            val_acc, val_loss = evaluate(model, val_b, autocast)
+            val_acc, val_loss = evaluate(model, val_b, autocast, hits)
         else:
             val_acc, val_loss = float("nan"), float("nan")
+        if hits:  # the last epoch: which images it got right, for the finalists' intervals
+            val_correct = pack_correct(torch.cat(hits).tolist())
         row = {"epoch": float(epoch + 1), "train_loss": tr[0], "train_ce": tr[1], "train_kl": tr[2],
                "val_acc": val_acc, "val_loss": val_loss, "lr": lr,
                "epoch_seconds": time.perf_counter() - t0,
@@ -467,18 +481,22 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
         news = runner.eager_reason if runner.eager_reason and not told else None
         told = told or news is not None
         yield EpochReport(epoch=done, epochs=epochs, metrics=row, status=status,
-                          make_checkpoint=lambda d=done: make_checkpoint(d), eager_reason=news)
+                          make_checkpoint=lambda d=done: make_checkpoint(d), eager_reason=news,
+                          val_correct=val_correct if hits else None)
         if diverged:
             break
 
-    test_acc = test_loss = None
+    test_acc = test_loss = test_correct = None
     if test_b is not None and status == "completed":
-        test_acc, test_loss = evaluate(model, test_b, autocast)
+        test_hits: list[torch.Tensor] = []
+        test_acc, test_loss = evaluate(model, test_b, autocast, test_hits)
+        test_correct = pack_correct(torch.cat(test_hits).tolist()) if test_hits else None
     last_val = history[-1]["val_acc"] if history else float("nan")
     result = TrainResult(status=status, epochs=len(history), best_val_acc=best_val,
                          last_val_acc=last_val, test_acc=test_acc, test_loss=test_loss,
                          seconds=time.perf_counter() - t_start, history=history,
-                         eager_reason=runner.eager_reason)
+                         eager_reason=runner.eager_reason, val_correct=val_correct,
+                         test_correct=test_correct)
     return result
 
 

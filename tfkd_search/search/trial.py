@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..overrides import with_overrides
-from ..runfolder import TrialRecord, windowed
+from ..runfolder import VAL_CORRECT, TrialRecord, windowed
 from ..spaces import Choice, Grid, IntRange, LogUniform, Uniform
 
 # Tune ranks and schedules on this key: the space's metric averaged over the last `window` epochs.
@@ -105,6 +105,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], metric: str, mode
         result: dict[str, Any] = _result(m, ep.epoch, metric, window, values, diverged=diverged)
         if ep.eager_reason:
             result[EAGER_REASON] = ep.eager_reason
+        if ep.val_correct:
+            result[VAL_CORRECT] = ep.val_correct
         if diverged:
             # A diverged trial is a bad region, not a crash: report the worst score so the scheduler
             # stops it and the searcher learns to avoid the region; the search goes on.
