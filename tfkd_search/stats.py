@@ -198,12 +198,9 @@ def split_variance(mean_a: float, mean_b: float, eval_size: int) -> float:
 
 def pack_correct(correct: Iterable[bool | int]) -> str:
     """Per-example results (1: right) as compact text, '<n>:<hex of the bits>', for result tables."""
-    bits = [1 if c else 0 for c in correct]
-    value = 0
-    for bit in bits:
-        value = (value << 1) | bit
+    bits = "".join("1" if c else "0" for c in correct)
     width = (len(bits) + 3) // 4
-    return f"{len(bits)}:{value:0{width}x}" if bits else "0:"
+    return f"{len(bits)}:{int(bits, 2):0{width}x}" if bits else "0:"
 
 
 def unpack_correct(text: str) -> list[int]:
@@ -212,8 +209,7 @@ def unpack_correct(text: str) -> list[int]:
     n = int(n_text)
     if n == 0:
         return []
-    value = int(hexits, 16)
-    return [(value >> (n - 1 - i)) & 1 for i in range(n)]
+    return [int(b) for b in bin(int(hexits, 16))[2:].zfill(n)[-n:]]
 
 
 def example_variance(a: Mapping[int, Any], b: Mapping[int, Any]) -> tuple[float, int] | None:
