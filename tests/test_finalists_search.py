@@ -72,7 +72,7 @@ def test_export_follows_the_finalists_mean_and_writes_the_baselines(searched):
     mean = means[order[0]] * 100
     assert f"{order[0]} of the finalists stage" in header and f"val_acc {mean:.2f} ± " in header
     assert "(n=3) over fresh seeds [1, 2, 3]" in header
-    assert "# vs CE: " in header and "# vs LSR: " in header and "(paired, n=3)" in header
+    assert "# vs CE: " in header and "# vs LSR: " in header and "(paired, n=3, with the noise of 288 evaluation images)" in header
     ce = yaml.safe_load((run / "best" / "baseline-ce.yaml").read_text())
     lsr = yaml.safe_load((run / "best" / "baseline-lsr.yaml").read_text())
     assert ce["method"] == "ce" and lsr["method"] == "lsr" and lsr["loss"]["eps"] == 0.1

@@ -234,6 +234,7 @@ def test_per_image_results_widen_the_interval_never_narrow_it():
     assert (wide.low, wide.high) == (pytest.approx(wide.diff - half), pytest.approx(wide.diff + half))
     assert wide.low < plain.low and wide.high > plain.high  # the seeds' df kept: only ever wider
     assert "400 evaluation examples (per-image results)" in wide.note
+    assert format_comparison(wide).endswith("(paired, n=4, with the noise of 400 evaluation images)")
     # without an image effect the interval stays the seeds' own
     same = compare(acc, acc | {s: acc[s] - 0.01 for s in seeds}, examples=(ea, ea))
     assert same.examples == n and same.low == compare(acc, acc | {s: acc[s] - 0.01 for s in seeds}).low

@@ -327,6 +327,8 @@ def format_comparison(c: Comparison, scale: float = 1.0, digits: int = 2) -> str
     '+0.42 (no interval: only 2 paired seeds; an interval needs 3)'."""
     f = f"{{:+.{digits}f}}"
     how = f"paired, n={c.n}" if c.paired else f"Welch, n={c.n_a} vs {c.n_b}"
+    if c.examples:
+        how += f", with the noise of {c.examples:,} evaluation images"
     if c.low is None or c.high is None:
         return f"{f.format(c.diff * scale)} (no interval: {c.note})"
     return (f"{f.format(c.diff * scale)} [{f.format(c.low * scale)}, {f.format(c.high * scale)}] "
