@@ -330,12 +330,13 @@ class LocalCluster:
         return f"127.0.0.1:{self.gcs}"
 
     def _port(self) -> int:
-        """A free port below Linux's ephemeral range (32768+) and above every Ray worker range.
+        """A free port below Linux's ephemeral range (32768+), above every Ray worker range and the
+        docs/cluster.md try-out's fixed ports (30101-30399, tests/test_cluster_doc.py).
         A port from _proc.free_port() is one the kernel may hand to any process binding port 0
         (Ray's own ports, the other xdist worker's searches) before this node binds it, and a GCS
         that finds its port taken exits only after about 40 s (the CI failure of stop 24)."""
         while True:
-            port = random.randint(30000, 32767)
+            port = random.randint(30400, 32767)
             if port in self._given:
                 continue
             with socket.socket() as s:
