@@ -119,3 +119,13 @@ def test_standings_with_per_image_results_put_the_split_noise_in_every_interval(
     assert "widened by the sampling noise of the 50 evaluation images" in format_standings(wide)
     # a baseline without per-image results (a folder of an older version): the seeds' interval
     assert standings(scores, ["finalist1"], examples={"finalist1": fin})[0].versus["ce"] == p
+
+
+def test_per_seed_keeps_the_per_image_results_of_scored_runs_only():
+    from tfkd_search.finalists import per_seed
+
+    scores, examples = per_seed([("finalist1", 1, 0.9, "3:5"), ("finalist1", 2, math.nan, "3:7"),
+                                 ("ce", 1, 0.8, None), ("ce", 2, 0.7, "")])
+    assert scores["finalist1"][1] == 0.9 and math.isnan(scores["finalist1"][2])
+    assert scores["ce"] == {1: 0.8, 2: 0.7}
+    assert examples == {"finalist1": {1: "3:5"}}  # a failed run's and empty results left out

@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import RunConfig, load_run_config
 from .errors import ConfigError
-from .finalists import BASELINES, format_standings, standings
+from .finalists import BASELINES, format_standings, per_seed, standings
 from .io import atomic_write_parquet, atomic_write_text
 from .runfolder import BEST_DIR, RunFolder
 from .runs import preflight, prepare_out, resolve_paths, run_one, seeds_for, train_parallel
@@ -127,13 +127,8 @@ def run_final(run_dir: str | Path, *, seeds: int | None = None, gpus: float = 0,
 
 def final_standings(table: Any) -> tuple[list[Any], str]:
     """The final runs' answer (`finalists.standings`) from results.parquet, and the measure used."""
-    scores: dict[str, dict[int, float]] = {}
-    examples: dict[str, dict[int, str]] = {}
-    for _, r in table.iterrows():
-        scores.setdefault(str(r["config"]), {})[int(r["seed"])] = float(r["score"])
-        correct = r.get("correct")  # absent in tables of older versions
-        if isinstance(correct, str) and correct and math.isfinite(float(r["score"])):
-            examples.setdefault(str(r["config"]), {})[int(r["seed"])] = correct
+    scores, examples = per_seed((r["config"], r["seed"], r["score"], r.get("correct"))
+                                for _, r in table.iterrows())
     measure = str(table["measure"].iloc[0]) if len(table) else "test_acc"
     ranks = sorted((n for n in scores if n not in BASELINES), key=lambda n: int(n[4:] or 0))
     return standings(scores, ranks, "max", examples=examples), measure

@@ -22,7 +22,7 @@ from .stats import (VERDICTS, Comparison, Summary, compare, format_comparison, f
                     summarize)
 
 __all__ = ["BASELINES", "baseline_overrides", "choose", "fresh_seeds", "label", "rank", "scores_key", "seeds_avoiding",
-           "Standing", "format_standings", "row_labels", "standings"]
+           "Standing", "format_standings", "per_seed", "row_labels", "standings"]
 
 # The baselines every finalist is compared with, by label: the config changes that make them from
 # the search's base config (LSR's eps is the space's, else 0.1).
@@ -142,6 +142,20 @@ def standings(scores: Mapping[str, Mapping[int, float]], order: Sequence[str], m
         out.append(Standing(n, "finalist", dict(scores[n]), summarize(scores[n].values()), vs, stronger))
     out += [Standing(b, "baseline", dict(scores[b]), summarize(scores[b].values()), {}) for b in bases]
     return out
+
+
+def per_seed(runs: Iterable[tuple[str, int, float, Any]]
+             ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, str]]]:
+    """(scores, examples) for `standings` from one (name, seed, score, per-image results) per run: the
+    score by name and seed (NaN: a failed run), and the per-image results (`stats.pack_correct` text)
+    of the runs that have them and a finite score (tables of older versions have none)."""
+    scores: dict[str, dict[int, float]] = {}
+    examples: dict[str, dict[int, str]] = {}
+    for name, seed, score, correct in runs:
+        scores.setdefault(str(name), {})[int(seed)] = float(score)
+        if isinstance(correct, str) and correct and math.isfinite(float(score)):
+            examples.setdefault(str(name), {})[int(seed)] = correct
+    return scores, examples
 
 
 def row_labels(plan: Mapping[str, Any]) -> dict[str, str]:

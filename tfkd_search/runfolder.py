@@ -476,20 +476,16 @@ class RunFolder:
     def standings(self) -> list[Any]:
         """The finalists stage's answer (`finalists.standings`: finalists best first, then the
         baselines, with summaries and paired comparisons); [] without a finalists stage."""
-        from .finalists import standings
+        from .finalists import per_seed, standings
 
         frame = self.read_finalists()
         plan = self.read_state().get("finalists_plan")
         if frame is None or not len(frame) or not plan:
             return []
-        scores: dict[str, dict[int, float]] = {}
-        examples: dict[str, dict[int, str]] = {}
-        for _, r in frame.iterrows():  # a run that did not complete is a failed seed (NaN)
-            ok = r["status"] == TrialStatus.COMPLETED.value
-            scores.setdefault(str(r["name"]), {})[int(r["seed"])] = float(r["score"]) if ok else math.nan
-            correct = r.get(VAL_CORRECT)  # absent in folders of older versions
-            if ok and isinstance(correct, str) and correct:
-                examples.setdefault(str(r["name"]), {})[int(r["seed"])] = correct
+        # a run that did not complete is a failed seed (NaN)
+        scores, examples = per_seed(
+            (r["name"], r["seed"], r["score"] if r["status"] == TrialStatus.COMPLETED.value else math.nan,
+             r.get(VAL_CORRECT)) for _, r in frame.iterrows())
         ranking = self.ranking()
         return standings(scores, [e["name"] for e in plan["entries"]], ranking.mode,
                          examples=examples)

@@ -211,6 +211,14 @@ def evaluate(model: nn.Module, batches: Batches, autocast: Any,
     return correct.item() / n, loss_sum.item() / n
 
 
+def evaluate_per_image(model: nn.Module, batches: Batches, autocast: Any
+                       ) -> tuple[float, float, str | None]:
+    """`evaluate`, and which images the model got right (`stats.pack_correct`; None for no images)."""
+    hits: list[torch.Tensor] = []
+    acc, loss = evaluate(model, batches, autocast, hits)
+    return acc, loss, pack_correct(torch.cat(hits).tolist()) if hits else None
+
+
 class StepRunner:
     """One optimisation step: student (and teacher) forward, loss, backward, SGD update.
 
@@ -460,15 +468,14 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
         tr = (sums / max(train_b.num_samples, 1)).tolist()  # the epoch's one host sync
         train_s = time.perf_counter() - t0
         diverged = not all(math.isfinite(v) for v in tr)
-        hits: list[torch.Tensor] | None = [] if epoch + 1 == epochs else None
         if diverged:
             val_acc, val_loss = 0.0, float("nan")
+        elif val_b is not None and epoch + 1 == epochs:  # which images it got right: the answer's intervals
+            val_acc, val_loss, val_correct = evaluate_per_image(model, val_b, autocast)
         elif val_b is not None:
-            val_acc, val_loss = evaluate(model, val_b, autocast, hits)
+            val_acc, val_loss = evaluate(model, val_b, autocast)
         else:
             val_acc, val_loss = float("nan"), float("nan")
-        if hits:  # the last epoch: which images it got right, for the finalists' intervals
-            val_correct = pack_correct(torch.cat(hits).tolist())
         row = {"epoch": float(epoch + 1), "train_loss": tr[0], "train_ce": tr[1], "train_kl": tr[2],
                "val_acc": val_acc, "val_loss": val_loss, "lr": lr,
                "epoch_seconds": time.perf_counter() - t0,
@@ -482,15 +489,13 @@ def training(cfg: RunConfig, *, data: DataSplits | None = None,
         told = told or news is not None
         yield EpochReport(epoch=done, epochs=epochs, metrics=row, status=status,
                           make_checkpoint=lambda d=done: make_checkpoint(d), eager_reason=news,
-                          val_correct=val_correct if hits else None)
+                          val_correct=val_correct)
         if diverged:
             break
 
     test_acc = test_loss = test_correct = None
     if test_b is not None and status == "completed":
-        test_hits: list[torch.Tensor] = []
-        test_acc, test_loss = evaluate(model, test_b, autocast, test_hits)
-        test_correct = pack_correct(torch.cat(test_hits).tolist()) if test_hits else None
+        test_acc, test_loss, test_correct = evaluate_per_image(model, test_b, autocast)
     last_val = history[-1]["val_acc"] if history else float("nan")
     result = TrainResult(status=status, epochs=len(history), best_val_acc=best_val,
                          last_val_acc=last_val, test_acc=test_acc, test_loss=test_loss,
