@@ -215,6 +215,7 @@ def test_example_variance_by_hand():
     assert stats.example_variance(A4, A4) == (0.0, 4)
     assert stats.example_variance({0: A4[0]}, {0: B4[0]}) is None
     assert stats.example_variance(A4, {0: [1, 0, 0], 1: [0, 0, 1]}) is None
+    assert stats.example_variance({0: "4:zz", 1: "4:b"}, {0: "4:1", 1: "4:2"}) is None  # not hex
 
 
 def test_per_image_results_widen_the_interval_never_narrow_it():

@@ -221,13 +221,16 @@ def example_variance(a: Mapping[int, Any], b: Mapping[int, Any]) -> tuple[float,
     share is estimated by the per-image variance over seeds v[i] (random-effects decomposition):
     var(image effect) = var_i(m) - mean_i(v) / S, floored at 0, and the evaluation set of n images
     adds that / n to the variance of the mean difference. Returns (variance, n), or None with fewer
-    than 2 common seeds or results of different lengths."""
+    than 2 common seeds, results of different lengths or results that are not pack_correct text."""
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
         return None
     rows = []
     for s in seeds:
-        ra, rb = (unpack_correct(x) if isinstance(x, str) else [int(v) for v in x] for x in (a[s], b[s]))
+        try:
+            ra, rb = (unpack_correct(x) if isinstance(x, str) else [int(v) for v in x] for x in (a[s], b[s]))
+        except ValueError:  # not pack_correct text (a hand-edited table): the seeds' interval only
+            return None
         if len(ra) != len(rb):
             return None
         rows.append([p - q for p, q in zip(ra, rb)])
