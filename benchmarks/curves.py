@@ -275,6 +275,10 @@ def main(argv: list[str] | None = None) -> None:
     first = build_run_config(configs[0]["cfg"], source=str(args.spec))
     data = load_run_data(first)  # a missing dataset fails here, in one message
     t0 = time.time()
+    if not todo:  # all recorded (e.g. a file copied from a wider spec): keep just this spec's configs
+        write(_frame(results, by_id, meta["keys"]), {**meta, "wall_s": 0.0}, out)
+        print(f"nothing to train: {out} holds {len(results)} runs")
+        return
     if pack:
         from concurrent.futures import ThreadPoolExecutor
 

@@ -773,6 +773,54 @@ def run(curves_path: str, space: str | None, *, replays: int, seed: int, overrid
     return _result(curves, plan, space, replays, seed, fixed_noise, overrides, rows, t0)
 
 
+def targets(rows: list[dict[str, Any]], budget: int, min_seeds: int = 3) -> dict[str, Any] | None:
+    """The finalists issue's targets for the first finalists row (the recommended default) against the
+    full grid on one seed (rows[0]), each with its value, its bound and whether it is met, and what
+    bounds it from below where the recording does: the all-seed pick's test regret (the best a pick on
+    validation accuracy can hope for) and the cheapest stage that gives an interval (one finalist and
+    the baselines, `min_seeds` fresh seeds each, at the budget) against the full grid's trial-epochs."""
+    fin = next((r for r in rows if "finalists" in r), None)
+    if fin is None:
+        return None
+    grid = rows[0]
+    oracle_row = next((r for r in rows if r["name"].startswith("full grid, all")), None)
+    cal = fin["calibration"]
+    stage = (1 + len(fin["finalists"]["baselines"])) * min_seeds * budget
+    out = {
+        "row": fin["name"],
+        "test_regret": {"value": fin["test_regret_mean"], "bound": grid["test_regret_mean"] / 2,
+                        "all_seed_pick": oracle_row["test_regret_mean"] if oracle_row else None},
+        "trial_epochs": {"value": fin["trial_epochs_frac"], "bound": 0.5,
+                         "cheapest_stage": stage / grid["trial_epochs_mean"]},
+        "modal_pick": {"value": fin["repeat_share"], "bound": 2 * grid["repeat_share"]},
+        "better_when_near": {"value": cal["better_when_near"], "bound": 0.05, "near": cal["near"]},
+    }
+    for k in ("test_regret", "trial_epochs", "better_when_near"):
+        v = out[k]["value"]
+        out[k]["met"] = v is not None and v <= out[k]["bound"] + 1e-9
+    out["modal_pick"]["met"] = out["modal_pick"]["value"] >= out["modal_pick"]["bound"] - 1e-9
+    return out
+
+
+def targets_text(t: dict[str, Any]) -> list[str]:
+    """The targets as lines under the table."""
+    yes = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    tr, te, mp, bn = t["test_regret"], t["trial_epochs"], t["modal_pick"], t["better_when_near"]
+    lines = [f"targets for '{t['row']}' against the full grid on 1 seed:",
+             f"  test regret {tr['value']:.2f} <= {tr['bound']:.2f} (half the grid's): {yes(tr['met'])}"
+             + (f"; the all-seed pick's own is {tr['all_seed_pick']:.2f}" if tr["all_seed_pick"] is not None
+                else ""),
+             f"  trial-epochs {100 * te['value']:.0f}% <= 50% of the grid's: {yes(te['met'])}; the cheapest "
+             f"stage with an interval (1 finalist + the baselines, 3 seeds) alone is "
+             f"{100 * te['cheapest_stage']:.0f}%",
+             f"  modal pick {100 * mp['value']:.0f}% >= {100 * mp['bound']:.0f}% (twice the grid's): "
+             f"{yes(mp['met'])}" + ("; above 100%, out of reach" if mp["bound"] > 1 else "")]
+    lines.append(f"  `better` when truly within 0.2 pt of the best baseline "
+                 + ("(no such replay)" if bn["value"] is None else
+                    f"{100 * bn['value']:.1f}% of {bn['near']} <= 5%: {yes(bn['met'])}"))
+    return lines
+
+
 def _result(curves: Curves, plan: Plan, space: str | None, replays: int, seed: int, fixed_noise: bool,
             overrides: dict[str, Any], rows: list[dict[str, Any]], t0: float) -> dict[str, Any]:
     for r in rows:
@@ -785,7 +833,7 @@ def _result(curves: Curves, plan: Plan, space: str | None, replays: int, seed: i
             "best_config": rows[0]["best_config"], "test_best_config": rows[0]["test_best_config"],
             "truth": {c: round(curves.final(c), 5) for c in grid},
             "truth_test": {c: round(curves.final_test(c), 5) for c in grid},
-            "seconds": time.time() - t0, "rows": rows}
+            "seconds": time.time() - t0, "targets": targets(rows, curves.budget), "rows": rows}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -816,6 +864,8 @@ def table(result: dict[str, Any]) -> str:
                  "on the stand-in test; better|near: among replays whose pick is truly (all-seed test "
                  "mean) within 0.2 points of the truly best baseline, the share whose verdict against "
                  "it says `better` (after ' / ': with --eval-size)")
+    if result.get("targets"):
+        lines += targets_text(result["targets"])
     return "\n".join(lines)
 
 

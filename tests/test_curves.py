@@ -50,6 +50,16 @@ def test_packed_and_worker_recordings_agree_and_a_rerun_continues(tmp_path, read
     assert a[same].equals(b[same]), (a[same].compare(b[same]))
     assert a["val_acc"].nunique() > 1 and a["test_acc"].notna().all()
 
+    # a copy of a wider recording, rerun with a narrower spec: nothing trained, only its configs kept
+    narrow = tmp_path / "narrow.parquet"
+    narrow.write_bytes(workers.read_bytes())
+    r = _curves("--seeds", "2", "--limit", "1", "--out", str(narrow))
+    assert r.returncode == 0 and "nothing to train" in r.stdout, r.stderr[-3000:]
+    c, _ = reader(narrow)
+    assert c["config_id"].nunique() == 1 and set(c["config_id"]) < set(b["config_id"])
+    kept = b[b["config_id"].isin(set(c["config_id"]))].reset_index(drop=True)
+    assert c.sort_values(key).reset_index(drop=True)[same].equals(kept[same])
+
 
 def test_a_bad_override_is_one_message(tmp_path) -> None:
     r = _curves("--set", "schedule.budget=-1", "--out", str(tmp_path / "x.parquet"))

@@ -171,6 +171,27 @@ def test_finalists_once_ranks_by_the_fresh_seeds_and_compares_paired(replay, tmp
     assert ce.diff == pytest.approx(mean[fin.pick] - sum(curves.windowed("ce", s, 2)[-1] for s in fresh) / 3)
 
 
+def test_targets_are_read_off_the_rows(replay, tmp_path):
+    """The issue's targets for the first finalists row, each against its bound, with what bounds it
+    from below: on 12 configs at budget 6 the cheapest stage with an interval (1 finalist + CE + LSR,
+    3 seeds) is (1 + 2) x 3 x 6 of the grid's 12 x 6 trial-epochs."""
+    path = _synthetic(tmp_path / "c.parquet", better=0.012)
+    res = _run(replay, path, ["top3 n3:top=3;seeds=3", "top1 n3:top=1;seeds=3"], replays=60)
+    t, grid, oracle, fin = res["targets"], res["rows"][0], res["rows"][1], res["rows"][3]
+    assert t["row"] == "finalists top3 n3" == fin["name"]
+    assert t["trial_epochs"]["cheapest_stage"] == pytest.approx(0.75)
+    assert t["trial_epochs"]["value"] == fin["trial_epochs_frac"] > 1.0 and not t["trial_epochs"]["met"]
+    assert t["test_regret"]["bound"] == pytest.approx(grid["test_regret_mean"] / 2)
+    assert t["test_regret"]["all_seed_pick"] == oracle["test_regret_mean"] == 0
+    assert t["test_regret"]["met"] == (fin["test_regret_mean"] <= grid["test_regret_mean"] / 2)
+    assert t["modal_pick"]["bound"] == pytest.approx(2 * grid["repeat_share"])
+    assert t["modal_pick"]["met"] == (fin["repeat_share"] >= 2 * grid["repeat_share"])
+    assert t["better_when_near"]["near"] == fin["calibration"]["near"]
+    text = replay.table(res)
+    assert "targets for 'finalists top3 n3'" in text and "alone is 75%" in text
+    assert replay.targets(res["rows"][:3], 6) is None  # no finalists row, no targets
+
+
 def test_no_better_config_rarely_reads_better(replay, tmp_path):
     """Every config equal: the verdict against the truly best baseline says `better` in few replays
     (the winner's curse of ranking the finalists on the seeds they are compared on is the excess over
