@@ -15,9 +15,12 @@
 #      in one process (target >= 88.5%, within 0.3 points of each other); unpacked if packing fails;
 #   2. benchmarks/curves.py benchmarks/curves_cifar10_resnet18.yaml, trials packed 4 to the process
 #      (worker processes if packing fails), time-boxed: the parquet is rewritten after every trial and
-#      holds whole configs, and a rerun continues it (it travels back in benchmarks/results/).
+#      holds whole configs, and a rerun continues it (it travels back in benchmarks/results/);
+#   3. (only with STEPS=seeds, a run of its own) the finalists issue's 6-seed curves,
+#      benchmarks/curves_cifar10_resnet18_seeds.yaml, recorded as step 2 with per-image validation results.
 # Logs and results go to $OUT (default ./gpu-out) and benchmarks/results/ (named with the GPU).
-# Env: ACC_S (seconds for step 1, default 180), CURVES_S (step 2, default 360), TOTAL (all steps together,
+# Env: STEPS (default "accuracy curves": steps 1 and 2; "seeds": step 3 alone), ACC_S (seconds for step 1,
+# default 180), CURVES_S (step 2, default 360), SEEDS_S (step 3, default 540), TOTAL (all steps together,
 # default 570: inside the device tool's 600 s), DATA (the .npz folder,
 # default .gpu_data), WORK (unpacked data, default /tmp/tfkd-trust), PYTHON, SMOKE=1 (a CPU rehearsal:
 # tiny_cnn, 2 epochs, 2 configs, packed 2 to the process; results stay in $OUT).
@@ -42,6 +45,8 @@ DATA=${DATA:-.gpu_data}
 PY=${PYTHON:-python3}
 ACC_S=${ACC_S:-180}
 CURVES_S=${CURVES_S:-360}
+SEEDS_S=${SEEDS_S:-540}
+STEPS=${STEPS:-accuracy curves}
 TOTAL=${TOTAL:-570}
 SMOKE=${SMOKE:-0}
 WORK=${WORK:-/tmp/tfkd-trust}
@@ -59,7 +64,9 @@ if [ "$SMOKE" = 1 ]; then
               --pack 2)
 fi
 NPZ=("$DATA"/cifar10_train_jpeg_a.npz "$DATA"/cifar10_train_jpeg_b.npz)
-$PY benchmarks/cifar10_dev.py "$WORK/c10-acc" --npz "${NPZ[@]}" --test-fraction 0.2 >"$WORK/unpack-acc.txt" 2>&1 &
+: >"$WORK/unpack-acc.txt"
+[[ " $STEPS " == *" accuracy "* ]] &&
+  $PY benchmarks/cifar10_dev.py "$WORK/c10-acc" --npz "${NPZ[@]}" --test-fraction 0.2 >"$WORK/unpack-acc.txt" 2>&1 &
 $PY benchmarks/cifar10_dev.py "$WORK/c10-curves" --npz "${NPZ[@]}" --test-fraction 0.5 >"$WORK/unpack-curves.txt" 2>&1
 wait
 cat "$WORK/unpack-acc.txt" "$WORK/unpack-curves.txt" | tee -a "$OUT/steps.txt"
@@ -79,18 +86,31 @@ run_boxed() {
   return "$rc"
 }
 
-step "1. accuracy (fp32 and bf16)"
-ACC_JSON=$RESULTS/accuracy-cifar10-resnet18-$GPU.json
-FALLBACK=(--pack 0)
-run_boxed "$ACC_S" accuracy "$OUT/accuracy.log" $PY benchmarks/accuracy.py benchmarks/acc_resnet18_cifar10.yaml \
-  --data-dir "$WORK/c10-acc" --precisions fp32 bf16 --json "$ACC_JSON" "${ACC_ARGS[@]}"
+# curves NAME SECONDS: record benchmarks/curves_cifar10_NAME.yaml (step 2 or 3) into RESULTS, time-boxed
+curves() {
+  local out=$RESULTS/curves-cifar10-$1.parquet
+  FALLBACK=(--pack 0 --workers 4)
+  run_boxed "$2" "curves $1" "$OUT/curves-$1.log" $PY benchmarks/curves.py "benchmarks/curves_cifar10_${1//-/_}.yaml" \
+    --data-dir "$WORK/c10-curves" --out "$out" "${CURVES_ARGS[@]}"
+  [ -f "$out" ] && [ "$RESULTS" != "$OUT" ] && cp "$out" "$OUT/" 2>/dev/null
+  cp "$OUT/curves-$1.log" "$RESULTS/curves-cifar10-$1-$GPU.log" 2>/dev/null
+}
 
-step "2. curves"
-CURVES=$RESULTS/curves-cifar10-resnet18.parquet
-FALLBACK=(--pack 0 --workers 4)
-run_boxed "$CURVES_S" curves "$OUT/curves.log" $PY benchmarks/curves.py benchmarks/curves_cifar10_resnet18.yaml \
-  --data-dir "$WORK/c10-curves" --out "$CURVES" "${CURVES_ARGS[@]}"
-[ -f "$CURVES" ] && [ "$RESULTS" != "$OUT" ] && cp "$CURVES" "$ACC_JSON" "$OUT/" 2>/dev/null
-cp "$OUT/accuracy.log" "$RESULTS/accuracy-cifar10-resnet18-$GPU.log" 2>/dev/null
-cp "$OUT/curves.log" "$RESULTS/curves-cifar10-resnet18-$GPU.log" 2>/dev/null
+if [[ " $STEPS " == *" accuracy "* ]]; then
+  step "1. accuracy (fp32 and bf16)"
+  ACC_JSON=$RESULTS/accuracy-cifar10-resnet18-$GPU.json
+  FALLBACK=(--pack 0)
+  run_boxed "$ACC_S" accuracy "$OUT/accuracy.log" $PY benchmarks/accuracy.py benchmarks/acc_resnet18_cifar10.yaml \
+    --data-dir "$WORK/c10-acc" --precisions fp32 bf16 --json "$ACC_JSON" "${ACC_ARGS[@]}"
+  [ "$RESULTS" != "$OUT" ] && cp "$ACC_JSON" "$OUT/" 2>/dev/null
+  cp "$OUT/accuracy.log" "$RESULTS/accuracy-cifar10-resnet18-$GPU.log" 2>/dev/null
+fi
+if [[ " $STEPS " == *" curves "* ]]; then
+  step "2. curves"
+  curves resnet18 "$CURVES_S"
+fi
+if [[ " $STEPS " == *" seeds "* ]]; then
+  step "3. curves with 6 seeds (finalists)"
+  curves resnet18-seeds "$SEEDS_S"
+fi
 step "done"

@@ -127,7 +127,21 @@ def test_gpu_trust_script_rehearses_on_the_cpu(tmp_path) -> None:
     curves = pd.read_parquet(out / "curves-cifar10-resnet18.parquet")
     assert curves["config_id"].nunique() == 2 and sorted(curves["seed"].unique()) == [0, 1]
     assert len(curves) == 2 * 2 * 2 and curves["test_acc"].notna().all()
-    assert (out / "curves.log").read_text().count("completed") == 4
+    assert (out / "curves-resnet18.log").read_text().count("completed") == 4
+    assert "3. curves with 6 seeds" not in steps
+
+    # STEPS=seeds: the finalists issue's 6-seed curves alone, with per-image validation results
+    out2 = tmp_path / "out2"
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_trust.sh")], env={**env, "OUT": str(out2),
+                       "STEPS": "seeds"}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    steps = (out2 / "steps.txt").read_text()
+    assert "3. curves with 6 seeds" in steps and "1. accuracy" not in steps and "2. curves" not in steps
+    assert "160 train" not in steps and "100 train, 100 stand-in test" in steps
+    seeds = pd.read_parquet(out2 / "curves-cifar10-resnet18-seeds.parquet")
+    assert seeds["config_id"].nunique() == 2 and sorted(seeds["seed"].unique()) == [0, 1, 2, 3, 4, 5]
+    last = seeds[seeds["epoch"] == 2]
+    assert len(last) == 12 and last["val_correct"].str.startswith("20:").all()
 
 
 def test_imagefolder_load_benchmark_runs_on_fake_halves(tmp_path) -> None:
