@@ -471,3 +471,16 @@ def test_batches_bad_input():
         Batches(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.arange(4), **common)  # 1 channel
     with pytest.raises(ConfigError, match="batch_size"):
         Batches(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.arange(4), **{**common, "batch_size": 0})
+
+
+def test_nvidia_smi_free_memory_is_read_in_bytes():
+    """visible_gpu asks nvidia-smi in the search's driver (no CUDA context there): its csv line, and
+    what it prints when it cannot tell."""
+    from tfkd_search.data import parse_nvidia_smi, visible_gpu
+
+    assert parse_nvidia_smi("NVIDIA H100 80GB HBM3, 81004\n") == ("NVIDIA H100 80GB HBM3", 81004 * 2 ** 20)
+    assert parse_nvidia_smi("NVIDIA A100-SXM4-40GB, 40326\nNVIDIA A100-SXM4-40GB, 1\n")[1] == 40326 * 2 ** 20
+    for bad in ("", "NVIDIA H100, [N/A]", "No devices were found", ", 12"):
+        assert parse_nvidia_smi(bad) is None, bad
+    if not torch.cuda.is_available():
+        assert visible_gpu() is None and visible_gpu(here=True) is None

@@ -217,3 +217,17 @@ def test_a_run_with_a_model_that_breaks_capture_completes_and_says_why(make_cfg)
     assert result.status == "completed", result
     assert result.eager_reason and "could not be captured" in result.eager_reason
     assert [r.eager_reason is not None for r in reports] == [True, False]
+
+
+def test_the_search_driver_learns_the_free_memory_without_a_cuda_context() -> None:
+    """The driver's memory plan asks nvidia-smi (or a short-lived process): the driver itself never
+    initialises CUDA, so it holds none of the card while the trials run."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from tfkd_search.data import visible_gpu; g = visible_gpu(); "
+            "print(g[0], g[1] > 0, torch.cuda.is_initialized(), sep='|')")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert got.returncode == 0, got.stderr[-2000:]
+    name, free, initialised = got.stdout.strip().splitlines()[-1].split("|")
+    assert name == torch.cuda.get_device_name() and free == "True" and initialised == "False"

@@ -353,7 +353,7 @@ def _train(args: argparse.Namespace, overrides: dict[str, object]) -> int:
         from .data import visible_gpu
         from .userdata import memory_plan
 
-        check_fits(*memory_plan(facts.resident_bytes, 1, visible_gpu()),
+        check_fits(*memory_plan(facts.resident_bytes, 1, visible_gpu(here=True)),
                    fix="set data.image_size smaller or train on a GPU with more memory")
     prepare_out(out, seeds, args.resume)
     tracker = None

@@ -25,6 +25,8 @@ import logging
 import math
 import os
 import pickle
+import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -119,13 +121,46 @@ def describe_dataset(data_cfg: Any, *, with_test: bool = False) -> DatasetFacts:
                         "carved" if n_val else "none", nominal=d.dataset != "synthetic")
 
 
-def visible_gpu() -> tuple[str, int] | None:
-    """(name, free bytes) of the current CUDA device when one is visible here, else None (what the
-    plan compares the resident dataset with)."""
+def visible_gpu(*, here: bool = False) -> tuple[str, int] | None:
+    """(name, free bytes) of the first visible CUDA device, else None (what the plan compares the
+    resident dataset with). Asking CUDA for free memory makes a CUDA context, about half a GB of the card
+    held for the life of the process: fine for `train`, which trains here (`here=True`), not for the
+    search's driver, whose trials run in other processes. So by default nvidia-smi is asked, or, where it
+    is missing, a short-lived Python process whose context ends with it."""
     if not torch.cuda.is_available():
         return None
-    free, _ = torch.cuda.mem_get_info()
-    return torch.cuda.get_device_name(), int(free)
+    if here:
+        free, _ = torch.cuda.mem_get_info()
+        return torch.cuda.get_device_name(), int(free)
+    device = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip() or "0"
+    try:
+        got = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.free", "--format=csv,noheader,nounits",
+                              "-i", device], capture_output=True, text=True, timeout=30)
+        parsed = parse_nvidia_smi(got.stdout) if got.returncode == 0 else None
+        if parsed is not None:
+            return parsed
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    ask = ("import torch; free, _ = torch.cuda.mem_get_info(); "
+           "print(torch.cuda.get_device_name(), free, sep='\\n')")
+    try:
+        got = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, timeout=120)
+        name, free = got.stdout.strip().rsplit("\n", 1)
+        return name, int(free)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def parse_nvidia_smi(text: str) -> tuple[str, int] | None:
+    """(name, free bytes) from `nvidia-smi --query-gpu=name,memory.free --format=csv,noheader,nounits`
+    (free memory in MiB), or None where the text is not that."""
+    lines = text.strip().splitlines()
+    name, _, free = lines[0].rpartition(",") if lines else ("", "", "")
+    try:
+        mib = float(free)
+    except ValueError:  # "[N/A]", an error text
+        return None
+    return (name.strip(), int(mib * 2 ** 20)) if name.strip() and mib >= 0 else None
 
 
 def dataset_info(name: str) -> DatasetInfo:
