@@ -50,6 +50,10 @@ STEPS=${STEPS:-accuracy curves}
 TOTAL=${TOTAL:-570}
 SMOKE=${SMOKE:-0}
 WORK=${WORK:-/tmp/tfkd-trust}
+for s in $STEPS; do
+  case $s in accuracy|curves|seeds) ;; *) echo "STEPS='$STEPS': unknown step '$s'; use accuracy, curves or seeds" >&2
+    exit 2 ;; esac
+done
 source benchmarks/gpu_lib.sh
 
 step "0. packages and data"

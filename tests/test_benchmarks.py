@@ -142,6 +142,9 @@ def test_gpu_trust_script_rehearses_on_the_cpu(tmp_path) -> None:
     assert seeds["config_id"].nunique() == 2 and sorted(seeds["seed"].unique()) == [0, 1, 2, 3, 4, 5]
     last = seeds[seeds["epoch"] == 2]
     assert len(last) == 12 and last["val_correct"].str.startswith("20:").all()
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_trust.sh")], env={**env, "STEPS": "seed"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown step 'seed'" in r.stderr
 
 
 def test_imagefolder_load_benchmark_runs_on_fake_halves(tmp_path) -> None:
