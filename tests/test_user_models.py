@@ -203,6 +203,32 @@ def test_timm_without_timm_names_the_extra(tmp_path, capsys):
     assert "pip install 'tfkd-search[timm]'" in err and "(got 'timm:resnet18(drop_rate=0.1)')" in err
 
 
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="needs timm (tfkd-search[timm])")
+def test_timm_models_are_checked_and_train(tmp_path, capsys):
+    """With timm installed: a timm model gets the dataset's classes and channels (digits: 10, 1),
+    keyword arguments beside the shorthand reach timm.create_model, a misspelt name gets timm's
+    closest, and a run trains (pretrained=False: nothing is downloaded)."""
+    import timm
+
+    from tfkd_search.models import build_model
+    from tfkd_search.preflight_model import DataShape, check_model
+
+    ref = parse_model_ref({"_target_": "timm:resnet18", "drop_rate": 0.1})
+    facts = check_model(ref, DataShape(10, 1, 8, 8))
+    want = timm.create_model("resnet18", pretrained=False, num_classes=10, in_chans=1)
+    assert facts.params == sum(p.numel() for p in want.parameters())
+    cfg = write(tmp_path / "bad.yaml", run_config("timm:resnet181"))
+    assert main(["validate", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: model: " in err and "timm has no model 'resnet181'" in err and "'resnet18'" in err
+    cfg = write(tmp_path / "run.yaml", run_config({"_target_": "timm:resnet18", "drop_rate": 0.1}))
+    built = build_model({"_target_": "timm:resnet18", "drop_rate": 0.1}, 10, 1)
+    assert built.drop_rate == 0.1 and built.fc.out_features == 10 and built.conv1.in_channels == 1
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    summary = yaml.safe_load((tmp_path / "out" / "seed0" / "summary.json").read_text())
+    assert summary["status"] == "completed" and 0.0 < summary["last_val_acc"] <= 1.0, summary
+
+
 def test_a_bad_model_stops_a_search_before_ray_starts(tmp_path):
     env = cli_env()
     doc = space_doc("bad", run_config({"_target_": "byo_nets:tuple_out"}),
