@@ -82,9 +82,10 @@ def test_each_shipped_recording_holds_every_config_of_its_spec_on_every_seed(spe
     per = df.groupby(["config_id", "seed"])["epoch"].agg(["count", "max"])
     assert len(per) == len(want) * len(s["seeds"]) and set(df["seed"]) == set(s["seeds"])
     assert (per["count"] == meta["budget"]).all() and (per["max"] == meta["budget"]).all()
-    if "digits" in spec:  # recorded with every run's per-image validation results at its last epoch
-        last = df[df["epoch"] == meta["budget"]]
-        assert last["val_correct"].map(lambda c: isinstance(c, str) and c.startswith("288:")).all()
+    # recorded with every run's per-image validation results at its last epoch
+    size = "288:" if "digits" in spec else "5000:"
+    last = df[df["epoch"] == meta["budget"]]
+    assert last["val_correct"].map(lambda c: isinstance(c, str) and c.startswith(size)).all()
 
 
 def test_the_wide_digits_recording_repeats_the_narrow_one_row_for_row(reader) -> None:
@@ -101,3 +102,15 @@ def test_the_wide_digits_recording_repeats_the_narrow_one_row_for_row(reader) ->
     b = shared[cols].sort_values(key).reset_index(drop=True)
     assert a.equals(b)
     assert wide["config_id"].nunique() == 75
+
+
+def test_the_cifar10_recording_is_the_mix_recordings_14_configs(reader) -> None:
+    """Both CIFAR-10 files hold the same runs of their 14 shared configs (one recording, one trainer)."""
+    small, _ = reader(ROOT / "benchmarks" / "results" / "curves-cifar10-tiny_cnn.parquet")
+    mix, _ = reader(ROOT / "benchmarks" / "results" / "curves-cifar10-tiny_cnn-mix.parquet")
+    key = ["config_id", "seed", "epoch"]
+    shared = mix[mix["config_id"].isin(set(small["config_id"]))]
+    assert small["config_id"].nunique() == 14 and mix["config_id"].nunique() == 18
+    cols = [c for c in small.columns if c in mix.columns]
+    assert small[cols].sort_values(key).reset_index(drop=True).equals(shared[cols].sort_values(key)
+                                                                       .reset_index(drop=True))
