@@ -629,27 +629,33 @@ def _unshare_prefix() -> list[str] | None:
     return prefix if ok else None
 
 
+def _search_beside_a_blind_node(cluster, folder: Path, wd: Path, storage: Path, name: str
+                                ) -> tuple[str, subprocess.CompletedProcess]:
+    """A search joined with --address while a node of its own sees an empty private tmpfs at `folder`
+    (like a machine without it): (that node's id, the finished search). Refused before training is a
+    bounded wait (TimeoutExpired fails the test), not a clock check."""
+    prefix = _unshare_prefix()
+    if prefix is None:
+        pytest.skip("needs unshare -m (a private mount namespace) for a node that cannot see a folder")
+    cluster.add_worker("blind", prefix=[*prefix, "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"',
+                                        str(folder)])
+    try:
+        blind_id = cluster.state()["alive"]["blind"]
+        return blind_id, subprocess.run([TFKD, "--space", "space.yaml", "--address", cluster.address,
+                                         "--storage", str(storage), "--name", name], env=cluster.env,
+                                        cwd=wd, capture_output=True, text=True, timeout=120)
+    finally:
+        cluster.stop_node("blind")
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @ON_THE_CLUSTER
 def test_storage_a_node_cannot_see_is_refused_before_training(cluster, tmp_path):
-    prefix = _unshare_prefix()
-    if prefix is None:
-        pytest.skip("needs unshare -m (a private mount namespace) for a node that cannot see the folder")
     storage = tmp_path / "store"
     storage.mkdir()
-    # Node "blind" sees an empty private tmpfs at the storage path: like a machine of its own
-    cluster.add_worker("blind", prefix=[*prefix, "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"',
-                                        str(storage)])
-    try:
-        blind_id = cluster.state()["alive"]["blind"]
-        wd = _space(tmp_path / "job", "blindtest", DIGITS, [1.0])
-        # refused before training: a bounded wait (TimeoutExpired fails the test), not a clock check
-        res = subprocess.run([TFKD, "--space", "space.yaml", "--address", cluster.address,
-                              "--storage", str(storage), "--name", "blindtest"], env=cluster.env,
-                             cwd=wd, capture_output=True, text=True, timeout=120)
-    finally:
-        cluster.stop_node("blind")
+    wd = _space(tmp_path / "job", "blindtest", DIGITS, [1.0])
+    blind_id, res = _search_beside_a_blind_node(cluster, storage, wd, storage, "blindtest")
     err = res.stderr
     print(err[-1500:])
     assert res.returncode != 0, res.stdout[-2000:] + err[-2000:]
@@ -657,6 +663,30 @@ def test_storage_a_node_cannot_see_is_refused_before_training(cluster, tmp_path)
     assert blind_id[:8] in err and "s3://bucket/prefix" in err and "NFS" in err
     assert not (storage / "blindtest").exists()  # no run folder left behind
     assert not list(storage.rglob(".tfkd-storage-check-*"))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@ON_THE_CLUSTER
+def test_a_dataset_missing_on_one_node_is_refused_before_anything_starts(cluster, tmp_path):
+    """With --address the data is read on the nodes: one node whose data folder is empty (a private
+    tmpfs over it, like a machine without the copy) fails the search before any folder, MLflow run or
+    trial exists, naming the node, the dataset and the path (the check passing: the next test)."""
+    from _fakedata import make_fake_cifar10
+
+    data = tmp_path / "data"
+    make_fake_cifar10(data)
+    base = {**DIGITS, "data": {"dataset": "cifar10", "data_dir": str(data), "val_fraction": 0.2},
+            "schedule": {"epochs": 1, "milestones": [], "warmup_epochs": 0}}
+    wd = _space(tmp_path / "job", "nodata", base, [1.0])
+    storage = tmp_path / "store"
+    node_id, res = _search_beside_a_blind_node(cluster, data, wd, storage, "nodata")
+    err = res.stderr
+    assert res.returncode == 2, res.stdout[:2500] + err[-2000:]
+    assert "Traceback" not in err and err.count("tfkd-search: error:") == 1, err[-3000:]
+    assert "base.data: CIFAR-10 folder" in err and str(data) in err and node_id[:8] in err, err[-3000:]
+    assert "every node that runs trials reads the data" in err
+    assert not (storage / "nodata").exists()  # no run folder, so no MLflow store and no trial
 
 
 @pytest.mark.ray
@@ -697,6 +727,8 @@ def test_user_model_code_reaches_every_trial_on_the_cluster(cluster, tmp_path):
     for name, res in (("byojob", job), ("byoaddr", direct)):
         out = res.stdout + res.stderr
         assert res.returncode == 0, (name, out[-4000:])
+        # the data and the teacher (its model from the shipped code) checked on the trial nodes first
+        assert re.search(r"dataset checked on [12] Ray node", out), (name, out[-4000:])
         trials = pd.read_parquet(storage / name / "trials.parquet")
         assert len(trials) == 2 and (trials["status"] == "completed").all(), (name, trials)
         nodes = {placed.get(str(r["pid"])) for d in (storage / name).glob("trial_*")

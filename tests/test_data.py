@@ -484,3 +484,29 @@ def test_nvidia_smi_free_memory_is_read_in_bytes():
         assert parse_nvidia_smi(bad) is None, bad
     if not torch.cuda.is_available():
         assert visible_gpu() is None and visible_gpu(here=True) is None
+
+
+def test_check_files_finds_what_the_loader_would_miss_without_reading(tmp_path):
+    """data.check_files (what each node of a cluster search runs first): the loader's own file checks
+    from the listing alone, the same DataError; --download lets missing CIFAR files pass."""
+    from tfkd_search.config import DataConfig
+    from tfkd_search.data import check_files
+
+    make_fake_cifar10(tmp_path / "c10")
+    check_files(DataConfig(dataset="cifar10", data_dir=str(tmp_path / "c10")))
+    with pytest.raises(DataError) as got:
+        check_files(DataConfig(dataset="cifar10", data_dir=str(tmp_path / "none")))
+    with pytest.raises(DataError) as loaded:
+        load_splits("cifar10", tmp_path / "none", val_fraction=0.1, split_seed=0)
+    assert str(got.value) == str(loaded.value) and "--download" in str(got.value)
+    check_files(DataConfig(dataset="cifar10", data_dir=str(tmp_path / "none"), download=True))
+    (tmp_path / "c10" / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DataError, match="lacks data_batch_3"):
+        check_files(DataConfig(dataset="cifar10", data_dir=str(tmp_path / "c10")))
+
+    make_fake_tiny(tmp_path / "tiny")
+    check_files(DataConfig(dataset="tiny-imagenet", data_dir=str(tmp_path / "tiny")), with_test=True)
+    (tmp_path / "tiny" / "tiny-imagenet-200" / "wnids.txt").unlink()
+    with pytest.raises(DataError, match="wnids.txt is missing"):
+        check_files(DataConfig(dataset="tiny-imagenet", data_dir=str(tmp_path / "tiny")))
+    check_files(DataConfig(dataset="digits"))  # no files needed

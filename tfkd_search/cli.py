@@ -263,7 +263,8 @@ def _search(args: argparse.Namespace, overrides: dict[str, object]) -> int:
     if not args.address:
         # Everything runs on this machine: check the base config's dataset (described from its
         # listing and headers), models and teacher checkpoint now, not in every trial (on a cluster
-        # those files live on the worker nodes). The real search then decodes your own images into
+        # those files live on the worker nodes: the search checks them there, check_inputs_on_nodes).
+        # The real search then decodes your own images into
         # the cache here, once, before any trial starts.
         from .data import visible_gpu
         from .runs import check_fits, preflight as check_inputs, resolve_paths

@@ -344,7 +344,9 @@ def _cifar_files(cls: type) -> list[str]:
     return [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
 
-def _load_cifar(info: DatasetInfo, data_dir, *, with_test: bool, download: bool):
+def _cifar_folder(info: DatasetInfo, data_dir, download: bool) -> tuple[type, Path, Path, list[str], list[str]]:
+    """(torchvision class, root, its folder, the files expected there, those missing); DataError when
+    there is no --data-dir, or files are missing and may not be downloaded."""
     cls = _cifar_class(info.name)
     pretty = _CIFAR_NAMES[info.name]
     if data_dir is None:
@@ -366,6 +368,12 @@ def _load_cifar(info: DatasetInfo, data_dir, *, with_test: bool, download: bool)
             f"{', '.join(cls.base_folder + '/' + f for f in expected)}. Pass --download to fetch it, "
             f"or point --data-dir at the folder that holds {cls.base_folder}/."
         )
+    return cls, root, folder, expected, missing
+
+
+def _load_cifar(info: DatasetInfo, data_dir, *, with_test: bool, download: bool):
+    cls, root, folder, expected, missing = _cifar_folder(info, data_dir, download)
+    pretty = _CIFAR_NAMES[info.name]
     if missing:
         from filelock import FileLock
 
@@ -449,6 +457,18 @@ def _load_tiny_imagenet(data_dir, *, with_test: bool, download: bool):
     """Classes are the wnids of ``wnids.txt`` in *sorted* order (the order torchvision's ImageFolder
     would give ``train/``), so label i is ``sorted(wnids)[i]``."""
     root = _tiny_root(data_dir)
+    wnids, train_files, train_labels = _tiny_train_listing(root, download)
+    train_x, train_y = _tiny_split(root, "train", wnids, train_files, train_labels)
+
+    test = None
+    if with_test:
+        test_files, test_labels = _tiny_val_listing(root, {w: i for i, w in enumerate(wnids)}, download)
+        test = _tiny_split(root, "val", wnids, test_files, test_labels)
+    return train_x, train_y, test
+
+
+def _tiny_train_listing(root: Path, download: bool) -> tuple[list[str], list[str], list[int]]:
+    """(sorted wnids, training image paths below `root`, their labels), from the listing alone."""
     info = DATASETS["tiny-imagenet"]
     if not root.is_dir():
         raise _tiny_missing(root, "does not exist", download)
@@ -471,13 +491,22 @@ def _load_tiny_imagenet(data_dir, *, with_test: bool, download: bool):
             raise _tiny_missing(root, f"train/{w}/images/ holds no images", download)
         train_files += [f"train/{w}/images/{n}" for n in names]
         train_labels += [index[w]] * len(names)
-    train_x, train_y = _tiny_split(root, "train", wnids, train_files, train_labels)
+    return wnids, train_files, train_labels
 
-    test = None
-    if with_test:
-        test_files, test_labels = _tiny_val_listing(root, index, download)
-        test = _tiny_split(root, "val", wnids, test_files, test_labels)
-    return train_x, train_y, test
+
+def check_files(data_cfg: Any, *, with_test: bool = False) -> None:
+    """The loader's own checks that a built-in dataset's files are where `data_cfg` says, from the
+    listing alone (nothing read or decoded): DataError as loading would raise it. What a node runs
+    before a cluster search (imagefolder/npz: `describe_dataset` checks those; digits and synthetic
+    need no files; files --download may still fetch pass)."""
+    d = data_cfg
+    if d.dataset in ("cifar10", "cifar100"):
+        _cifar_folder(DATASETS[d.dataset], d.data_dir, d.download)
+    elif d.dataset == "tiny-imagenet":
+        root = _tiny_root(d.data_dir)
+        wnids, _, _ = _tiny_train_listing(root, d.download)
+        if with_test:
+            _tiny_val_listing(root, {w: i for i, w in enumerate(wnids)}, d.download)
 
 
 def _tiny_val_listing(root: Path, index: dict[str, int], download: bool) -> tuple[list[str], list[int]]:

@@ -96,14 +96,81 @@ def storage_verdict(storage: str, seen: dict[str, bool | None], *, trials_elsewh
     return None
 
 
+def node_label(node: dict[str, Any]) -> str:
+    return f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})"
+
+
+def on_every_node(ray: Any, nodes: list[dict[str, Any]], fn: Callable[..., Any], *args: Any,
+                  timeout: float = 120.0) -> dict[str, Any]:
+    """Run `fn(*args)` once on each of `nodes` (a tiny task pinned to the node, no CPU reserved, so a
+    busy node answers too): {node label: its return value, or None where it did not answer within
+    `timeout` or died meanwhile}."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0, max_retries=0)(fn)
+    refs = {task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote(*args): n for n in nodes}
+    ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+    out: dict[str, Any] = {}
+    for ref, n in refs.items():
+        try:
+            out[node_label(n)] = ray.get(ref) if ref in ready else None
+        except ray.exceptions.RayError:  # a node that died meanwhile: no answer from it
+            out[node_label(n)] = None
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    return out
+
+
+def _probe_inputs(base: dict[str, Any], source: str) -> tuple[str, str] | None:
+    """Runs on one node: the checks a local search makes before it starts (`runs.preflight` of the
+    base config: dataset from its listing and headers, teacher checkpoint; nothing decoded), or the
+    failure as (error class name, message)."""
+    from ..config import build_run_config
+    from ..data import check_files
+    from ..runs import preflight
+
+    try:
+        cfg = build_run_config(base, source=source)
+        preflight(cfg, source=source, prefix="base.", load=False, models=False)
+        try:
+            check_files(cfg.data, with_test=cfg.evaluate_test)
+        except TfkdError as exc:
+            raise type(exc)(f"{source}: base.data: {exc}") from None
+    except TfkdError as exc:
+        return type(exc).__name__, str(exc)
+    return None
+
+
+def check_inputs_on_nodes(ray: Any, base: dict[str, Any], source: str, printer: Printer,
+                          timeout: float = 120.0) -> None:
+    """With --address the dataset and the teacher checkpoint are read on the nodes that run trials,
+    not here: check them there, on every alive node that can run a trial (has CPUs or GPUs), before
+    anything starts. The first failure is raised as its own error class, naming the nodes."""
+    from .. import errors
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")
+             and ((n.get("Resources") or {}).get("CPU") or (n.get("Resources") or {}).get("GPU"))]
+    if not nodes:  # an autoscaling cluster whose trial nodes do not exist yet: they check themselves
+        return
+    got = on_every_node(ray, nodes, _probe_inputs, base, source, timeout=timeout)
+    failed = {k: v for k, v in got.items() if v is not None}
+    if failed:
+        kind, message = next(iter(failed.values()))
+        where = sorted(k for k, v in failed.items() if v == (kind, message))
+        cls = getattr(errors, kind, None)
+        cls = cls if isinstance(cls, type) and issubclass(cls, TfkdError) else errors.DataError
+        raise cls(f"{message} (on the Ray node{'s' * (len(where) > 1)} {', '.join(where)}: every node "
+                  f"that runs trials reads the data and the teacher from this same path)")
+    printer(f"dataset checked on {len(got)} Ray node{'s' * (len(got) > 1)}")
+
+
 def check_shared_storage(ray: Any, storage_dir: Path, printer: Printer,
                          timeout: float = 120.0) -> None:
     """Raise EnvironmentProblem if a node of the cluster cannot see `storage_dir` (the run folder).
 
     Writes a marker file there and runs a tiny task pinned to each alive node that reads it back. On
     one machine with several Ray nodes the folder is shared, so the check passes."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     here = ray.get_runtime_context().get_node_id()
     res = (nodes[0].get("Resources") or {}) if nodes else {}
@@ -115,19 +182,9 @@ def check_shared_storage(ray: Any, storage_dir: Path, printer: Printer,
     marker = storage_dir / f".tfkd-storage-check-{token[:8]}"
     marker.write_text(token)
     try:
-        probe = ray.remote(num_cpus=0, max_retries=0)(_probe_marker)
-        refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(str(marker), token): n for n in nodes}
-        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
-        seen: dict[str, bool | None] = {}
-        for ref, n in refs.items():
-            label = f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})"
-            try:
-                seen[label] = bool(ray.get(ref)) if ref in ready else None
-            except ray.exceptions.RayError:  # a node that died meanwhile: no verdict from it
-                seen[label] = None
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        seen = {k: None if v is None else bool(v)
+                for k, v in on_every_node(ray, nodes, _probe_marker, str(marker), token,
+                                          timeout=timeout).items()}
     finally:
         marker.unlink(missing_ok=True)
     silent = [k for k, v in seen.items() if v is None]

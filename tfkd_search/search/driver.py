@@ -24,7 +24,7 @@ from ..scheduling import Halving
 from ..spaces import Space, concurrency, packs
 from ..tracking import Tracker, check_reachable, default_tracking_uri, git_revision, package_versions
 from . import finalstage
-from .cluster import RayOptions, init_ray, preflight
+from .cluster import RayOptions, check_inputs_on_nodes, init_ray, preflight
 from .hosting import start_registry, stop_registry
 from .progress import make_callback
 from .scheduler import RUNGS_FILE, make_scheduler, read_halving
@@ -94,6 +94,8 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
         check_reachable(uri)
         ray = init_ray(ray_options, gpus, printer,  # first: no MLflow run if it fails
                        storage_dir=None if object_store else run_dir)
+        if ray_options.address:  # the trials read the data on the cluster's nodes: check it there
+            check_inputs_on_nodes(ray, resolve_paths(space.base_dict()), str(space.source), printer)
         tracker = Tracker(uri, name, debug=ray_options.debug)
         parent_id = tracker.start_parent(state["key"], f"search-{name}",
                                          tags={"tfkd.space": space.spec.name})
