@@ -344,7 +344,8 @@ def _cifar_files(cls: type) -> list[str]:
     return [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
 
-def _cifar_folder(info: DatasetInfo, data_dir, download: bool) -> tuple[type, Path, Path, list[str], list[str]]:
+def _cifar_folder(info: DatasetInfo, data_dir,
+                  download: bool) -> tuple[type, Path, Path, list[str], list[str]]:
     """(torchvision class, root, its folder, the files expected there, those missing); DataError when
     there is no --data-dir, or files are missing and may not be downloaded."""
     cls = _cifar_class(info.name)
