@@ -159,6 +159,34 @@ def test_storage_verdict_on_an_autoscaling_cluster_with_only_a_trial_less_head()
     assert storage_verdict("/home/u/runs", {"head": True}, fs_type="ext4") is None  # head trains too
 
 
+def test_inputs_verdict_raises_the_nodes_error_and_counts_the_checked_nodes(tmp_path):
+    """The data check on the nodes (`check_inputs_on_nodes`; the real path runs in the cluster tests
+    below): what one node answers (`_probe_inputs`, run here as a node would run it) and the verdict
+    over all the answers."""
+    from tfkd_search.errors import CheckpointError, DataError
+    from tfkd_search.search.cluster import _probe_inputs, inputs_verdict
+
+    base = {**DIGITS, "data": {"dataset": "cifar10", "data_dir": str(tmp_path / "none")}}
+    missing = _probe_inputs(base, "space.yaml")
+    assert missing[0] == "DataError" and missing[1].startswith("space.yaml: base.data: CIFAR-10 folder")
+    assert _probe_inputs(DIGITS, "space.yaml") == ("ok", "")
+    teacher = {**DIGITS, "method": "kd", "teacher": {"checkpoint": str(tmp_path / "t.pt")}}
+    assert _probe_inputs(teacher, "space.yaml")[0] == "CheckpointError"
+
+    error, line = inputs_verdict({"10.0.0.1 (aa)": ("ok", ""), "10.0.0.2 (bb)": ("ok", "")}, 120)
+    assert error is None and line == "dataset checked on 2 Ray nodes"
+    error, line = inputs_verdict({"10.0.0.1 (aa)": ("ok", ""), "10.0.0.3 (cc)": None}, 120)
+    assert error is None and line == ("dataset checked on 1 Ray node; no answer in 120 s from 10.0.0.3 (cc) "
+                                      "(their trials check it when they start)")
+    error, _ = inputs_verdict({"a (1)": missing, "b (2)": ("ok", ""), "c (3)": missing}, 120)
+    assert isinstance(error, DataError) and str(error).startswith(missing[1])
+    assert "on the Ray nodes a (1), c (3): every node that runs trials" in str(error)
+    error, _ = inputs_verdict({"a (1)": ("CheckpointError", "t.pt: not a checkpoint")}, 120)
+    assert isinstance(error, CheckpointError) and "on the Ray node a (1):" in str(error)
+    error, _ = inputs_verdict({"a (1)": ("NoSuchError", "odd")}, 120)
+    assert isinstance(error, DataError)
+
+
 def test_fs_type_reads_the_mount_table():
     from tfkd_search.search.cluster import _fs_type
 

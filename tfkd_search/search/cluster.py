@@ -122,10 +122,10 @@ def on_every_node(ray: Any, nodes: list[dict[str, Any]], fn: Callable[..., Any],
     return out
 
 
-def _probe_inputs(base: dict[str, Any], source: str) -> tuple[str, str] | None:
+def _probe_inputs(base: dict[str, Any], source: str) -> tuple[str, str]:
     """Runs on one node: the checks a local search makes before it starts (`runs.preflight` of the
-    base config: dataset from its listing and headers, teacher checkpoint; nothing decoded), or the
-    failure as (error class name, message)."""
+    base config: dataset from its listing and headers, teacher checkpoint; nothing decoded) and the
+    loader's file checks (`data.check_files`): ("ok", "") or (error class name, message)."""
     from ..config import build_run_config
     from ..data import check_files
     from ..runs import preflight
@@ -139,30 +139,44 @@ def _probe_inputs(base: dict[str, Any], source: str) -> tuple[str, str] | None:
             raise type(exc)(f"{source}: base.data: {exc}") from None
     except TfkdError as exc:
         return type(exc).__name__, str(exc)
-    return None
+    return "ok", ""
 
 
 def check_inputs_on_nodes(ray: Any, base: dict[str, Any], source: str, printer: Printer,
                           timeout: float = 120.0) -> None:
     """With --address the dataset and the teacher checkpoint are read on the nodes that run trials,
     not here: check them there, on every alive node that can run a trial (has CPUs or GPUs), before
-    anything starts. The first failure is raised as its own error class, naming the nodes."""
-    from .. import errors
-
+    anything starts (`inputs_verdict`)."""
     nodes = [n for n in ray.nodes() if n.get("Alive")
              and ((n.get("Resources") or {}).get("CPU") or (n.get("Resources") or {}).get("GPU"))]
     if not nodes:  # an autoscaling cluster whose trial nodes do not exist yet: they check themselves
         return
     got = on_every_node(ray, nodes, _probe_inputs, base, source, timeout=timeout)
-    failed = {k: v for k, v in got.items() if v is not None}
+    error, line = inputs_verdict(got, timeout)
+    if error is not None:
+        raise error
+    printer(line)
+
+
+def inputs_verdict(got: dict[str, Any], timeout: float) -> tuple[TfkdError | None, str]:
+    """From each node's `_probe_inputs` answer (None: no answer in `timeout`): the error to raise (the
+    first failure, as its own class, naming every node that failed the same way) or None, and the
+    line to print."""
+    from .. import errors
+
+    failed = {k: tuple(v) for k, v in got.items() if v is not None and v[0] != "ok"}
     if failed:
         kind, message = next(iter(failed.values()))
         where = sorted(k for k, v in failed.items() if v == (kind, message))
         cls = getattr(errors, kind, None)
         cls = cls if isinstance(cls, type) and issubclass(cls, TfkdError) else errors.DataError
-        raise cls(f"{message} (on the Ray node{'s' * (len(where) > 1)} {', '.join(where)}: every node "
-                  f"that runs trials reads the data and the teacher from this same path)")
-    printer(f"dataset checked on {len(got)} Ray node{'s' * (len(got) > 1)}")
+        return cls(f"{message} (on the Ray node{'s' * (len(where) > 1)} {', '.join(where)}: every node "
+                   f"that runs trials reads the data and the teacher from this same path)"), ""
+    silent = sorted(k for k, v in got.items() if v is None)
+    checked = len(got) - len(silent)
+    return None, (f"dataset checked on {checked} Ray node{'s' * (checked != 1)}"
+                  + (f"; no answer in {timeout:g} s from {', '.join(silent)} (their trials check it "
+                     f"when they start)" if silent else ""))
 
 
 def check_shared_storage(ray: Any, storage_dir: Path, printer: Printer,
