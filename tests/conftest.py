@@ -1,13 +1,21 @@
-"""Shared fixtures only."""
+"""Shared fixtures, and one process-wide setting."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tfkd_search.config import RunConfig, build_run_config, with_overrides
+
+# A test run started in the background of a non-interactive shell (`pytest ... &`, some CI runners)
+# inherits SIGINT ignored, and so would every CLI the tests start: their Ctrl-C tests would see a
+# Ctrl-C do nothing. A handler here makes the children start with the default disposition (a Python
+# handler does not survive exec; an ignored signal does), as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
