@@ -58,7 +58,7 @@ from tfkd_search.config import get_path, read_yaml  # noqa: E402
 from tfkd_search.finalists import BASELINES, baseline_overrides, choose, label, rank  # noqa: E402
 from tfkd_search.runfolder import Ranking, windowed  # noqa: E402
 from tfkd_search.scheduling import Decision, Halving, rung_epochs  # noqa: E402
-from tfkd_search.stats import Comparison, compare  # noqa: E402
+from tfkd_search.stats import MIN_SEEDS, Comparison, compare  # noqa: E402
 
 SCHEDULER_KEYS = ("kind", "synchronous", "window", "rungs", "grace_period", "reduction_factor")
 
@@ -773,7 +773,7 @@ def run(curves_path: str, space: str | None, *, replays: int, seed: int, overrid
     return _result(curves, plan, space, replays, seed, fixed_noise, overrides, rows, t0)
 
 
-def targets(rows: list[dict[str, Any]], budget: int, min_seeds: int = 3) -> dict[str, Any] | None:
+def targets(rows: list[dict[str, Any]], budget: int, min_seeds: int = MIN_SEEDS) -> dict[str, Any] | None:
     """The finalists issue's targets for the first finalists row (the recommended default) against the
     full grid on one seed (rows[0]), each with its value, its bound and whether it is met, and what
     bounds it from below where the recording does: the all-seed pick's test regret (the best a pick on
@@ -787,7 +787,7 @@ def targets(rows: list[dict[str, Any]], budget: int, min_seeds: int = 3) -> dict
     cal = fin["calibration"]
     stage = (1 + len(fin["finalists"]["baselines"])) * min_seeds * budget
     out = {
-        "row": fin["name"],
+        "row": fin["name"], "min_seeds": min_seeds,
         "test_regret": {"value": fin["test_regret_mean"], "bound": grid["test_regret_mean"] / 2,
                         "all_seed_pick": oracle_row["test_regret_mean"] if oracle_row else None},
         "trial_epochs": {"value": fin["trial_epochs_frac"], "bound": 0.5,
@@ -811,7 +811,7 @@ def targets_text(t: dict[str, Any]) -> list[str]:
              + (f"; the all-seed pick's own is {tr['all_seed_pick']:.2f}" if tr["all_seed_pick"] is not None
                 else ""),
              f"  trial-epochs {100 * te['value']:.0f}% <= 50% of the grid's: {yes(te['met'])}; the cheapest "
-             f"stage with an interval (1 finalist + the baselines, 3 seeds) alone is "
+             f"stage with an interval (1 finalist + the baselines, {t['min_seeds']} seeds) alone is "
              f"{100 * te['cheapest_stage']:.0f}%",
              f"  modal pick {100 * mp['value']:.0f}% >= {100 * mp['bound']:.0f}% (twice the grid's): "
              f"{yes(mp['met'])}" + ("; above 100%, out of reach" if mp["bound"] > 1 else "")]

@@ -52,6 +52,7 @@ from .errors import Problem
 from .finalists import BASELINES, fresh_seeds
 from .modelref import model_label
 from .registry import METHOD_REGISTRY, did_you_mean
+from .stats import MIN_SEEDS
 
 
 class Grid(Strict):
@@ -510,8 +511,8 @@ def _finalists_plan(space: Space) -> list[str]:
              f"search's is {b.seed}); {n} trials, {n * space.budget} more trial-epochs"]
     if METHOD_REGISTRY.get(b.method).needs_teacher:
         lines.append("    (a seed equal to the teacher checkpoint's seed is replaced by the next free one)")
-    if f.seeds < 3:
-        lines.append(f"    note: {f.seeds} seed(s) give no confidence interval (3 or more do)")
+    if f.seeds < MIN_SEEDS:
+        lines.append(f"    note: {f.seeds} seed(s) give no confidence interval ({MIN_SEEDS} or more do)")
     grid = space.num_trials()
     if n * 2 >= grid:  # the replays (README, "How the winner is chosen"): a stage this large costs more
         halving = (f" (with the halving before it, the two stay under half a full grid from about "

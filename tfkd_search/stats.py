@@ -29,11 +29,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["VERDICTS", "Comparison", "Summary", "compare", "example_variance", "format_comparison",
-           "format_summary", "pack_correct", "split_variance", "summarize", "t_cdf", "t_ppf",
-           "unpack_correct"]
+__all__ = ["MIN_SEEDS", "VERDICTS", "Comparison", "Summary", "compare", "example_variance",
+           "format_comparison", "format_summary", "pack_correct", "split_variance", "summarize", "t_cdf",
+           "t_ppf", "unpack_correct"]
 
 VERDICTS = ("better", "worse", "no detectable difference")
+MIN_SEEDS = 3  # the fewest paired seeds that get an interval (and so a verdict other than the third)
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def example_variance(a: Mapping[int, Any], b: Mapping[int, Any]) -> tuple[float,
 
 
 def compare(a: Mapping[int, float], b: Mapping[int, float], *, mode: str = "max", level: float = 0.95,
-            min_seeds: int = 3, eval_size: int | None = None,
+            min_seeds: int = MIN_SEEDS, eval_size: int | None = None,
             examples: tuple[Mapping[int, Any], Mapping[int, Any]] | None = None) -> Comparison:
     """Compare per-seed scores `a` with `b` ({seed: score}); non-finite scores are left out.
 

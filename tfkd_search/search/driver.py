@@ -94,8 +94,9 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
         check_reachable(uri)
         ray = init_ray(ray_options, gpus, printer,  # first: no MLflow run if it fails
                        storage_dir=None if object_store else run_dir)
+        base = resolve_paths(space.base_dict())
         if ray_options.address:  # the trials read the data on the cluster's nodes: check it there
-            check_inputs_on_nodes(ray, resolve_paths(space.base_dict()), str(space.source), printer)
+            check_inputs_on_nodes(ray, base, str(space.source), printer)
         tracker = Tracker(uri, name, debug=ray_options.debug)
         parent_id = tracker.start_parent(state["key"], f"search-{name}",
                                          tags={"tfkd.space": space.spec.name})
@@ -105,7 +106,6 @@ def run_search(space: Space, *, gpus: float = 0, ray_options: RayOptions = RayOp
         raise
     cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     conc = concurrency(space, gpus, cpus)
-    base = resolve_paths(space.base_dict())
     if gpu_share == 0:
         base["device"] = "cpu"
     state.update({"space_file": space.source, "space_digest": space_digest(space),
